@@ -1,0 +1,326 @@
+//! [`Snapshotter`]: the snapshot directory and every file operation on it.
+//!
+//! Invariants:
+//! - A file named `*.snap` only ever appears by an atomic rename of a fully written and
+//!   fsynced temp file, followed by an fsync of the directory. A crash leaves either the old
+//!   directory (plus perhaps a `*.snap.tmp`) or the new, complete file.
+//! - A file is only ever handed out after its length, CRC and metadata checked out and its
+//!   metadata matched its name.
+//! - Nothing is deleted except by [`Snapshotter::purge`]; a corrupt file is renamed
+//!   `*.broken` and kept for inspection.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft_proto::eraftpb::Snapshot;
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::name::{
+    is_temp_file_name, parse_snap_file_name, snap_file_name, BROKEN_SUFFIX, TEMP_SUFFIX,
+};
+
+/// Owner of one snapshot directory.
+///
+/// One `Snapshotter` per directory, used by one owner (the raft thread): `save` and `purge`
+/// MUST NOT run concurrently on the same directory, because `purge` deletes temp files.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    dir: PathBuf,
+}
+
+/// What [`Snapshotter::recover`] found.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Recovered {
+    /// The newest snapshot that passed its checks and has a WAL mark, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Corrupt files renamed to `<name>.broken` on the way (the new paths), newest first.
+    pub broken: Vec<PathBuf>,
+    /// (index, term) of files newer than the chosen one that were skipped for lack of a WAL
+    /// mark (a crash between saving the file and writing the mark); left in place.
+    pub unmarked: Vec<(u64, u64)>,
+}
+
+impl Snapshotter {
+    /// Uses `dir`, creating it (and fsyncing its parent) if missing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be created or synced, or `dir` exists and is not
+    /// a directory.
+    pub fn new(dir: &Path) -> Result<Snapshotter> {
+        create_dir_durably(dir)?;
+        let meta =
+            fs::metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+        if !meta.is_dir() {
+            let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
+            return Err(Error::io(
+                format!("use {} as snapshot dir", dir.display()),
+                e,
+            ));
+        }
+        Ok(Snapshotter {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The snapshot directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `{term:016x}-{index:016x}.snap`: temp file, write, fsync, rename, dir fsync.
+    ///
+    /// Only after this returns `Ok` may the caller write the WAL snapshot mark; the mark
+    /// MUST NOT be written first, or a crash in between leaves a mark without a file. A file
+    /// already present at the same (index, term) is replaced atomically.
+    ///
+    /// # Errors
+    /// - [`Error::EmptySnapshot`] if the metadata's index is 0 (nothing is written);
+    /// - [`Error::Encode`] if the metadata cannot be encoded;
+    /// - [`Error::Io`] if any step fails. The snapshot is then not durable (the temp file is
+    ///   removed on a best-effort basis) and the caller MUST NOT write the WAL mark.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<PathBuf> {
+        let metadata = snapshot.get_metadata();
+        if metadata.index == 0 {
+            return Err(Error::EmptySnapshot);
+        }
+        let (head, trailer) =
+            format::encode(metadata, &snapshot.data).map_err(|reason| Error::Encode { reason })?;
+        let name = snap_file_name(metadata.index, metadata.term);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
+        let written = write_synced(&temp, &[&head, &snapshot.data, &trailer]).and_then(|()| {
+            fs::rename(&temp, &path).map_err(|e| {
+                Error::io(
+                    format!("rename {} to {}", temp.display(), path.display()),
+                    e,
+                )
+            })
+        });
+        if let Err(e) = written {
+            // Best effort: a leftover temp file is harmless (ignored by loads, purged later).
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        sync_dir(&self.dir)?;
+        Ok(path)
+    }
+
+    /// Newest snapshot file that passes its CRC and whose (index, term) is in `marks` (the
+    /// WAL's snapshot marks). A corrupt file is renamed `<name>.broken` and the next older
+    /// one is tried; a file without a mark is skipped (left in place). `Ok(None)` when none
+    /// qualifies.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be read, a file cannot be read, or a corrupt
+    /// file cannot be renamed. Corruption itself is not an error here.
+    pub fn load_newest_available(&self, marks: &[(u64, u64)]) -> Result<Option<Snapshot>> {
+        Ok(self.recover(marks)?.snapshot)
+    }
+
+    /// Same as [`Snapshotter::load_newest_available`], but also reports the files it renamed
+    /// `.broken` and the newer files it skipped for lack of a mark, for the caller to log.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::load_newest_available`].
+    pub fn recover(&self, marks: &[(u64, u64)]) -> Result<Recovered> {
+        let marks: HashSet<(u64, u64)> = marks.iter().copied().collect();
+        let mut recovered = Recovered::default();
+        for (index, term) in self.list()? {
+            if !marks.contains(&(index, term)) {
+                recovered.unmarked.push((index, term));
+                continue;
+            }
+            match self.load(index, term) {
+                Ok(snapshot) => {
+                    recovered.snapshot = Some(snapshot);
+                    return Ok(recovered);
+                }
+                Err(Error::Corrupt { file, .. }) => recovered.broken.push(self.quarantine(&file)?),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Reads one specific snapshot file by (index, term). The data is read with a single
+    /// allocation the size of the file and handed over without a copy.
+    ///
+    /// # Errors
+    /// - [`Error::NoSnapshot`] if the file does not exist;
+    /// - [`Error::Corrupt`] if it fails any check (length, magic, CRC, version, metadata, or
+    ///   metadata not matching the name); the file is left in place;
+    /// - [`Error::Io`] if it cannot be read.
+    pub fn load(&self, index: u64, term: u64) -> Result<Snapshot> {
+        let path = self.dir.join(snap_file_name(index, term));
+        let bytes = read_whole_file(&path)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            file: path.clone(),
+            reason,
+        };
+        let decoded = format::decode(&bytes).map_err(corrupt)?;
+        let (found_index, found_term) = (decoded.metadata.index, decoded.metadata.term);
+        if (found_index, found_term) != (index, term) {
+            return Err(corrupt(format!(
+                "metadata says index {found_index} term {found_term}, the file name index \
+                 {index} term {term}"
+            )));
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(decoded.metadata);
+        snapshot.data = Bytes::from(bytes).slice(decoded.data);
+        Ok(snapshot)
+    }
+
+    /// (index, term) of every snapshot file present, newest first (by index, then term).
+    /// Temp files, `.broken` files and foreign names are not listed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be read.
+    pub fn list(&self) -> Result<Vec<(u64, u64)>> {
+        Ok(self.scan()?.snaps)
+    }
+
+    /// Deletes all but the newest `keep` snapshot files (and stale temp files); returns the
+    /// deleted paths. `.broken` files and foreign files are kept.
+    ///
+    /// "Newest" counts every valid-looking file, including one whose WAL mark was never
+    /// written; callers SHOULD call this only after the latest save and its WAL mark both
+    /// succeeded, and keep at least 1. MUST NOT run concurrently with [`Snapshotter::save`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be read, a file cannot be deleted, or the
+    /// directory cannot be synced. Files deleted before the failure stay deleted.
+    pub fn purge(&self, keep: usize) -> Result<Vec<PathBuf>> {
+        let scan = self.scan()?;
+        let old = scan.snaps.iter().skip(keep);
+        let doomed: Vec<PathBuf> = old
+            .map(|&(index, term)| self.dir.join(snap_file_name(index, term)))
+            .chain(scan.temps.iter().map(|name| self.dir.join(name)))
+            .collect();
+        for path in &doomed {
+            fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(doomed)
+    }
+
+    /// Renames a corrupt file to `<name>.broken` (replacing an older one of that name) and
+    /// syncs the directory; returns the new path.
+    fn quarantine(&self, file: &Path) -> Result<PathBuf> {
+        let mut broken = file.as_os_str().to_owned();
+        broken.push(BROKEN_SUFFIX);
+        let broken = PathBuf::from(broken);
+        fs::rename(file, &broken).map_err(|e| {
+            Error::io(
+                format!("rename {} to {}", file.display(), broken.display()),
+                e,
+            )
+        })?;
+        sync_dir(&self.dir)?;
+        Ok(broken)
+    }
+
+    /// Lists the directory once: snapshot files newest first, and temp file names.
+    fn scan(&self) -> Result<Scan> {
+        let context = || format!("read dir {}", self.dir.display());
+        let mut scan = Scan::default();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io(context(), e))? {
+            let entry = entry.map_err(|e| Error::io(context(), e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue; // not UTF-8: not ours
+            };
+            let is_file = entry
+                .file_type()
+                .map_err(|e| Error::io(context(), e))?
+                .is_file();
+            if !is_file {
+                continue;
+            }
+            if let Some(id) = parse_snap_file_name(&name) {
+                scan.snaps.push(id);
+            } else if is_temp_file_name(&name) {
+                scan.temps.push(name);
+            }
+        }
+        scan.snaps.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(scan)
+    }
+}
+
+/// One listing of the snapshot directory.
+#[derive(Debug, Default)]
+struct Scan {
+    /// (index, term) of snapshot files, newest first.
+    snaps: Vec<(u64, u64)>,
+    /// Names of temp files left by interrupted saves.
+    temps: Vec<String>,
+}
+
+/// Creates `dir` and any missing ancestors, fsyncing the parent of each one created.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `path`, writes `parts` in order and fsyncs the file.
+fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<()> {
+    let context = |what: &str| format!("{what} {}", path.display());
+    let mut file = File::create(path).map_err(|e| Error::io(context("create"), e))?;
+    for part in parts {
+        file.write_all(part)
+            .map_err(|e| Error::io(context("write"), e))?;
+    }
+    file.sync_all().map_err(|e| Error::io(context("fsync"), e))
+}
+
+/// Reads a whole file into one exactly-sized buffer. `NotFound` becomes [`Error::NoSnapshot`].
+fn read_whole_file(path: &Path) -> Result<Vec<u8>> {
+    let context = |what: &str| format!("{what} {}", path.display());
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NoSnapshot),
+        Err(e) => return Err(Error::io(context("open"), e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(context("stat"), e))?
+        .len();
+    let len = usize::try_from(len).map_err(|_| Error::Corrupt {
+        file: path.to_path_buf(),
+        reason: format!("file is {len} bytes, more than this machine can address"),
+    })?;
+    // The file's real size bounds the allocation; no length read from its bytes is trusted.
+    let mut bytes = vec![0; len];
+    file.read_exact(&mut bytes)
+        .map_err(|e| Error::io(context("read"), e))?;
+    Ok(bytes)
+}
+
+/// Fsyncs a directory so that renames, creations and deletions in it are durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
+}
