@@ -139,14 +139,17 @@ mod tests {
     use raft_proto::eraftpb::ConfState;
 
     fn metadata(index: u64, term: u64) -> SnapshotMetadata {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = vec![1, 2, 3];
-        conf_state.learners = vec![4];
-        let mut metadata = SnapshotMetadata::default();
-        metadata.index = index;
-        metadata.term = term;
-        metadata.set_conf_state(conf_state);
-        metadata
+        let conf_state = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Default::default()
+        };
+        SnapshotMetadata {
+            index,
+            term,
+            conf_state: Some(conf_state).into(),
+            ..Default::default()
+        }
     }
 
     fn file(metadata: &SnapshotMetadata, data: &[u8]) -> Vec<u8> {
