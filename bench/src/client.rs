@@ -1,0 +1,162 @@
+//! One closed-loop client's HTTP/1.1 keep-alive connection.
+//!
+//! A [`Client`] holds at most one connection (a raw hyper http1 handshake over a TCP
+//! stream) and sends one request at a time on it. Any failure or timeout drops the
+//! connection; the next request reconnects. A connection that the server closed while idle
+//! is replaced before sending, without counting an error (nothing was sent on it).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONNECTION, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::endpoint::Endpoint;
+
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered with this status code (body fully read).
+    Status(u16),
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The TCP connection could not be opened.
+    Connect,
+    /// The connection failed mid-request (reset, closed, malformed answer).
+    Io,
+}
+
+/// Why an exchange failed before a status was known.
+enum Failure {
+    Connect,
+    Io,
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// HTTP method.
+    pub method: Method,
+    /// Origin-form target, e.g. `/key?consistency=serializable`.
+    pub path: String,
+    /// Request body (empty for GET).
+    pub body: Bytes,
+}
+
+/// A keep-alive connection to one endpoint, reconnected on demand.
+pub struct Client {
+    endpoint: Endpoint,
+    request_timeout: Duration,
+    conn: Option<Conn>,
+}
+
+/// A live connection: the request sender and the task driving the socket.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Client {
+    /// A client for `endpoint`; it connects on its first request.
+    pub fn new(endpoint: Endpoint, request_timeout: Duration) -> Client {
+        Client {
+            endpoint,
+            request_timeout,
+            conn: None,
+        }
+    }
+
+    /// Sends `call` and reads the whole answer, all within the request timeout (connecting
+    /// first if needed). Never takes longer than the timeout.
+    pub async fn send(&mut self, call: &Call) -> Outcome {
+        match timeout(self.request_timeout, self.exchange(call)).await {
+            Ok(Ok(status)) => Outcome::Status(status),
+            Ok(Err(failure)) => {
+                self.conn = None;
+                match failure {
+                    Failure::Connect => Outcome::Connect,
+                    Failure::Io => Outcome::Io,
+                }
+            }
+            Err(_) => {
+                // The connection is mid-exchange: unusable.
+                self.conn = None;
+                Outcome::Timeout
+            }
+        }
+    }
+
+    async fn exchange(&mut self, call: &Call) -> Result<u16, Failure> {
+        let request = Request::builder()
+            .method(call.method.clone())
+            .uri(call.path.as_str())
+            .header(HOST, self.endpoint.authority.as_str())
+            .body(Full::new(call.body.clone()))
+            .map_err(|_| Failure::Io)?;
+        let sender = self.ready_sender().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|_| Failure::Io)?;
+        let status = response.status().as_u16();
+        let closing = response
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| Failure::Io)?;
+        if closing {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+
+    /// A sender ready for a request: the current connection if it is still usable,
+    /// otherwise a new one.
+    async fn ready_sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, Failure> {
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.sender.is_closed() || conn.sender.ready().await.is_err() {
+                self.conn = None;
+            }
+        }
+        if self.conn.is_none() {
+            let mut conn = connect(&self.endpoint).await?;
+            conn.sender.ready().await.map_err(|_| Failure::Io)?;
+            self.conn = Some(conn);
+        }
+        match self.conn.as_mut() {
+            Some(conn) => Ok(&mut conn.sender),
+            None => Err(Failure::Connect),
+        }
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Conn, Failure> {
+    let stream = TcpStream::connect(endpoint.authority.as_str())
+        .await
+        .map_err(|_| Failure::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| Failure::Connect)?;
+    let driver = tokio::spawn(async move {
+        // Ends when the server closes or the sender is dropped; errors surface on the sender.
+        let _ = connection.await;
+    });
+    Ok(Conn { sender, driver })
+}
