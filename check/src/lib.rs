@@ -1,1 +1,120 @@
-//! check (stub)
+//! `check`: does a raftexample-compatible cluster behave like one linearizable register per
+//! key? A workload of concurrent clients records every operation; a Wing-Gong/Lowe search
+//! with memoisation (as in porcupine) decides whether the history is linearizable and, when it
+//! is not, shrinks the failure to a small window of operations on one key.
+//!
+//! Used by `raftexample check ...` through [`run`], and by test harnesses through
+//! [`run_workload`] and [`check_history`].
+//!
+//! # Outcomes (DESIGN.md section 2)
+//! A 2xx write happened; a 503 (or a refused connection) is known NOT applied, and its value
+//! must never be read; a 504, a timeout or a connection lost mid-request is indeterminate: the
+//! write may take effect at any time after its invocation, or never. A GET that failed tells
+//! nothing and is dropped.
+//!
+//! # Layout
+//! - `args.rs`: [`CheckArgs`] (the flags) and [`parse_duration`].
+//! - `workload.rs`: the clients ([`run_workload`]); `client.rs`: one HTTP request and the
+//!   classification of its answer; `progress.rs`: live counters and the progress line.
+//! - `history.rs`: [`History`], [`Operation`], [`Outcome`].
+//! - `checker.rs`: per-key preparation and shrinking ([`check_history`]); `search.rs`: the
+//!   linearizability search for one register; `report.rs`: [`Report`] and its lines.
+//! - `rng.rs`: a seeded generator, so a run's choices can be replayed.
+//!
+//! # Exit codes of [`run`]
+//! 0: linearizable; 1: a violation was found; 2: cannot run (bad flags, unreachable cluster)
+//! or the search ran out of budget ("unknown").
+
+mod args;
+mod checker;
+mod client;
+mod error;
+mod history;
+mod progress;
+mod report;
+mod rng;
+mod search;
+mod workload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use args::{parse_duration, CheckArgs};
+pub use checker::{check_history, check_history_with, CheckLimits};
+pub use error::Error;
+pub use history::{Counts, History, OpKind, Operation, Outcome};
+pub use progress::{progress_line, Progress};
+pub use report::{Report, Verdict, Violation};
+pub use workload::{run_workload, run_workload_with_progress};
+
+/// Worker threads of the runtime [`run`] builds (the clients mostly wait on the network).
+const RUNTIME_THREADS: usize = 2;
+
+/// Runs the workload and the checker: a progress line per second on stderr, violations in
+/// detail on stderr, and one summary line on stdout.
+///
+/// Returns the process exit code: 0 linearizable, 1 violation, 2 cannot run or unknown.
+/// Builds its own tokio runtime, so it MUST NOT be called from inside one.
+pub fn run(args: &CheckArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return cannot_run(&Error::Runtime(e)),
+    };
+    let progress = Arc::new(Progress::default());
+    let history = runtime.block_on(async {
+        let printer = tokio::spawn(print_progress(progress.clone()));
+        // The sender lives until the workload ends: `run` itself never stops early.
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let history = run_workload_with_progress(args, stop, progress).await;
+        printer.abort();
+        history
+    });
+    drop(runtime);
+    let history = match history {
+        Ok(history) => history,
+        Err(e) => return cannot_run(&e),
+    };
+    let keys = history
+        .ops
+        .iter()
+        .map(|op| op.key.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    eprintln!(
+        "check: checking {} operations on {keys} keys",
+        history.ops.len()
+    );
+    let started = Instant::now();
+    let limits = CheckLimits {
+        timeout: args.check_timeout,
+        ..CheckLimits::default()
+    };
+    let report = check_history_with(&history, &limits);
+    eprintln!("check: search took {:.3}s", started.elapsed().as_secs_f64());
+    eprint!("{}", report.details());
+    println!("{}", report.summary_line());
+    report.exit_code()
+}
+
+fn cannot_run(error: &Error) -> i32 {
+    eprintln!("check: cannot run: {error}");
+    println!("check: result=cannot-run ({error})");
+    2
+}
+
+/// Prints the progress line once a second until aborted.
+async fn print_progress(progress: Arc<Progress>) {
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    loop {
+        ticks.tick().await;
+        eprintln!("{}", progress_line(start.elapsed(), &progress.counts()));
+    }
+}
