@@ -1,0 +1,340 @@
+//! Command-line flags and the validated [`Config`] every component is built from.
+//!
+//! `NodeArgs` is what clap parses (raftexample's flags and defaults plus ours);
+//! [`Config::from_args`] checks every value and every combination and turns a bad one into
+//! one [`ConfigError`] sentence. Nothing else in the crate reads flags or globals: tests build
+//! a `Config` directly.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The raftexample-compatible flags, plus ours. Every flag has a default, so no flags at all
+/// runs a working single-node cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's ID: its 1-based position in --cluster.
+    #[arg(long, default_value_t = 1)]
+    pub id: u64,
+    /// Comma-separated peer URLs of the cluster; this node's own entry is where it listens for peers.
+    #[arg(long, default_value = "http://127.0.0.1:9021")]
+    pub cluster: String,
+    /// Client API port.
+    #[arg(long, default_value_t = 9121)]
+    pub port: u16,
+    /// Join a running cluster (after `curl -XPOST <member>/<id> -d <peer-url>`) instead of bootstrapping.
+    #[arg(long)]
+    pub join: bool,
+    /// Directory for the write-ahead log [default: raftexample-<id>]; snapshots go to <data-dir>-snap.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Applied entries between two snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Entries kept in the raft log after a snapshot so that slow followers catch up without one.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_catchup_entries: u64,
+    /// Raft tick interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub tick_interval_ms: u64,
+    /// Ticks without a leader before a follower campaigns.
+    #[arg(long, default_value_t = 10)]
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    #[arg(long, default_value_t = 1)]
+    pub heartbeat_ticks: usize,
+    /// Deadline for a client request, in milliseconds; past it the answer is 504 (outcome unknown).
+    #[arg(long, default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Largest accepted client request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_request_body_bytes: usize,
+    /// Address the client API listens on (host part; the port is --port).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_client_addr: IpAddr,
+    /// Address the peer API listens on [default: host and port of this node's --cluster URL].
+    #[arg(long)]
+    pub listen_peer_addr: Option<SocketAddr>,
+    /// Local IP for outgoing peer connections [default: chosen by the OS].
+    #[arg(long)]
+    pub peer_source_addr: Option<IpAddr>,
+    /// Size of one WAL segment file in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_size_bytes: u64,
+    /// Log level: critical, error, warning, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// TEST ONLY: serve linearizable reads from local state without ReadIndex (breaks
+    /// linearizability on purpose so the `check` tool can prove it notices).
+    #[arg(long, hide = true)]
+    pub unsafe_local_reads: bool,
+}
+
+/// A validated node configuration. Build one with [`Config::from_args`] (or by hand in tests).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's raft ID (>= 1).
+    pub id: u64,
+    /// Peer URLs from `--cluster`; entry `i` belongs to node `i + 1`.
+    pub cluster: Vec<String>,
+    /// Join a running cluster instead of bootstrapping a new one.
+    pub join: bool,
+    /// WAL directory.
+    pub wal_dir: PathBuf,
+    /// Snapshot directory.
+    pub snap_dir: PathBuf,
+    /// Client API listen address.
+    pub client_addr: SocketAddr,
+    /// Peer API listen address.
+    pub peer_addr: SocketAddr,
+    /// Local IP for outgoing peer connections.
+    pub peer_source_addr: Option<IpAddr>,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Entries kept in the raft log after compaction.
+    pub snapshot_catchup_entries: u64,
+    /// Raft tick interval.
+    pub tick_interval: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: usize,
+    /// Client request deadline.
+    pub request_timeout: Duration,
+    /// Largest client request body.
+    pub max_request_body_bytes: usize,
+    /// WAL segment size.
+    pub wal_segment_size_bytes: u64,
+    /// slog level.
+    pub log_level: slog::Level,
+    /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
+    pub unsafe_local_reads: bool,
+}
+
+/// A flag value or combination that cannot work; the message is the one sentence printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Config {
+    /// Validates the flags.
+    ///
+    /// # Errors
+    /// One sentence naming the bad flag and what to do instead.
+    pub fn from_args(args: &NodeArgs) -> Result<Config, ConfigError> {
+        let cluster: Vec<String> = args
+            .cluster
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .collect();
+        for url in &cluster {
+            parse_peer_url(url)?;
+        }
+        if args.id == 0 || args.id > cluster.len() as u64 {
+            return Err(bad(format!(
+                "--id {} is outside --cluster, which lists {} peer URL(s): use an id from 1 to {}",
+                args.id,
+                cluster.len(),
+                cluster.len()
+            )));
+        }
+        let mut sorted = cluster.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != cluster.len() {
+            return Err(bad(
+                "--cluster lists the same peer URL twice: give every node its own URL",
+            ));
+        }
+        let own_url = &cluster[(args.id - 1) as usize];
+        let peer_addr = match args.listen_peer_addr {
+            Some(addr) => addr,
+            None => resolve(own_url)?,
+        };
+        let wal_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("raftexample-{}", args.id)));
+        let mut snap_dir = wal_dir.clone().into_os_string();
+        snap_dir.push("-snap");
+        if args.snapshot_count == 0 {
+            return Err(bad("--snapshot-count must be at least 1"));
+        }
+        if args.tick_interval_ms == 0 {
+            return Err(bad("--tick-interval-ms must be at least 1"));
+        }
+        if args.heartbeat_ticks == 0 || args.election_ticks <= args.heartbeat_ticks {
+            return Err(bad(
+                "--election-ticks must be greater than --heartbeat-ticks, and both at least 1",
+            ));
+        }
+        if args.request_timeout_ms == 0 {
+            return Err(bad("--request-timeout-ms must be at least 1"));
+        }
+        if args.max_request_body_bytes == 0 {
+            return Err(bad("--max-request-body-bytes must be at least 1"));
+        }
+        if args.wal_segment_size_bytes < 4096 {
+            return Err(bad("--wal-segment-size-bytes must be at least 4096"));
+        }
+        let log_level = parse_level(&args.log_level)?;
+        Ok(Config {
+            id: args.id,
+            cluster,
+            join: args.join,
+            wal_dir,
+            snap_dir: PathBuf::from(snap_dir),
+            client_addr: SocketAddr::new(args.listen_client_addr, args.port),
+            peer_addr,
+            peer_source_addr: args.peer_source_addr,
+            snapshot_count: args.snapshot_count,
+            snapshot_catchup_entries: args.snapshot_catchup_entries,
+            tick_interval: Duration::from_millis(args.tick_interval_ms),
+            election_ticks: args.election_ticks,
+            heartbeat_ticks: args.heartbeat_ticks,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            max_request_body_bytes: args.max_request_body_bytes,
+            wal_segment_size_bytes: args.wal_segment_size_bytes,
+            log_level,
+            unsafe_local_reads: args.unsafe_local_reads,
+        })
+    }
+
+    /// The peer URL of node `id` according to `--cluster`, if it lists one.
+    pub fn cluster_url(&self, id: u64) -> Option<&str> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.cluster.get(i).map(String::as_str)
+    }
+
+    /// The cluster ID a bootstrapping cluster derives from its initial `--cluster` list
+    /// (FNV-1a over the URLs in order), identical on every initial member.
+    pub fn initial_cluster_id(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.cluster.join(",").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash.max(1)
+    }
+}
+
+/// Checks that `url` is `http://host:port` (an optional trailing `/` was already trimmed).
+///
+/// # Errors
+/// A sentence naming the URL and the expected shape.
+pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
+    let shape = || {
+        bad(format!(
+            "peer URL {url:?} is not of the form http://host:port (for example http://127.0.0.1:12379)"
+        ))
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(shape)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(shape)?;
+    if host.is_empty() || host.contains('/') || port.is_empty() {
+        return Err(shape());
+    }
+    let port: u16 = port.parse().map_err(|_| shape())?;
+    if port == 0 {
+        return Err(shape());
+    }
+    Ok((host.to_string(), port))
+}
+
+fn resolve(url: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = parse_peer_url(url)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            bad(format!(
+                "cannot resolve the host of this node's peer URL {url:?}"
+            ))
+        })
+}
+
+fn parse_level(level: &str) -> Result<slog::Level, ConfigError> {
+    match level.to_ascii_lowercase().as_str() {
+        "critical" => Ok(slog::Level::Critical),
+        "error" => Ok(slog::Level::Error),
+        "warning" | "warn" => Ok(slog::Level::Warning),
+        "info" => Ok(slog::Level::Info),
+        "debug" => Ok(slog::Level::Debug),
+        "trace" => Ok(slog::Level::Trace),
+        other => Err(bad(format!(
+            "--log-level {other:?} is unknown: use critical, error, warning, info, debug or trace"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("raftexample").chain(argv.iter().copied()))
+            .expect("clap accepts the flags");
+        Config::from_args(&cli.args)
+    }
+
+    // Intent: no flags at all gives raftexample's single-node defaults.
+    #[test]
+    fn defaults_are_raftexamples() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(c.cluster, vec!["http://127.0.0.1:9021".to_string()]);
+        assert_eq!(c.client_addr.port(), 9121);
+        assert_eq!(c.peer_addr, "127.0.0.1:9021".parse().unwrap());
+        assert_eq!(c.wal_dir, PathBuf::from("raftexample-1"));
+        assert_eq!(c.snap_dir, PathBuf::from("raftexample-1-snap"));
+        assert_eq!(c.snapshot_count, 10_000);
+        assert_eq!(c.tick_interval, Duration::from_millis(100));
+    }
+
+    // Intent: every bad value or combination is refused with one sentence, never a panic.
+    #[test]
+    fn bad_flags_are_refused() {
+        let cases: &[&[&str]] = &[
+            &["--id", "0"],
+            &["--id", "4", "--cluster", "http://a:1,http://b:2,http://c:3"],
+            &["--cluster", "127.0.0.1:9021"],
+            &["--cluster", "http://127.0.0.1:notaport"],
+            &["--cluster", "http://:9021"],
+            &["--cluster", "http://127.0.0.1:1,http://127.0.0.1:1"],
+            &["--election-ticks", "1", "--heartbeat-ticks", "1"],
+            &["--snapshot-count", "0"],
+            &["--log-level", "loud"],
+            &["--wal-segment-size-bytes", "10"],
+        ];
+        for argv in cases {
+            let err = parse(argv).expect_err(&format!("{argv:?} must be refused"));
+            let text = err.to_string();
+            assert!(!text.is_empty() && !text.contains('\n'), "{argv:?}: {text}");
+        }
+    }
+
+    // Intent: all initial members derive the same cluster ID; another list derives another.
+    #[test]
+    fn cluster_id_depends_on_the_initial_list() {
+        let two = "http://127.0.0.1:1,http://127.0.0.1:2";
+        let a = parse(&["--cluster", two]).unwrap();
+        let b = parse(&["--id", "2", "--cluster", two]).unwrap();
+        let c = parse(&["--cluster", "http://127.0.0.1:1,http://127.0.0.1:3"]).unwrap();
+        assert_eq!(a.initial_cluster_id(), b.initial_cluster_id());
+        assert_ne!(a.initial_cluster_id(), c.initial_cluster_id());
+        assert_eq!(b.cluster_url(2), Some("http://127.0.0.1:2"));
+        assert_eq!(b.cluster_url(3), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! The HTTP plumbing both servers share: an accept loop with a connection bound and graceful
+//! shutdown, bounded body reads, and plain-text answers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use slog::{warn, Logger};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// Connections served at once per server; further ones wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The answer type of every handler.
+pub type Answer = Response<Full<Bytes>>;
+
+/// Serves `handler` on `listener` until `shutdown` turns true, then lets in-flight requests
+/// finish for a short while.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = stopped(&mut shutdown) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(logger, "accept failed"; "error" => %e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        let svc = service_fn(move |req| {
+            let h = h.clone();
+            async move { Ok::<_, Infallible>(h(req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// A plain-text answer: one sentence and a newline.
+pub fn text(status: StatusCode, sentence: impl Into<String>) -> Answer {
+    let mut body = sentence.into();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
+    let body = serde_json::to_vec_pretty(value).expect("status types serialize");
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// Reads the whole body, at most `limit` bytes.
+///
+/// # Errors
+/// The answer to send instead: 413 over the limit, 400 when the body breaks off.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Answer> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over the limit of {limit} bytes: send a smaller body"),
+        )),
+        Err(e) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body ({e}): send it again"),
+        )),
+    }
+}

@@ -1,0 +1,278 @@
+//! The peer endpoint: raft message batches in, validated, into the raft inbox.
+//!
+//! Routes (on this node's `--cluster` URL):
+//! - `POST /raft`: a batch (see `transport.rs` for the wire format), at most
+//!   [`MAX_BATCH_BODY_BYTES`];
+//! - `POST /raft/snapshot`: one `MsgSnapshot`, at most [`MAX_SNAPSHOT_BODY_BYTES`]; its image is
+//!   checked end to end before raft sees it;
+//! - `GET /raft/cluster`: `{"cluster_id": "<hex>", "id": N}`, used by `--join`.
+//!
+//! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
+//! sender or not for us, a local-only message type); 410 the sender was removed; 412 another
+//! cluster; 413 too large; 503 the inbox is full (the sender backs off). Nothing is stepped
+//! unless the whole batch is valid.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::http::{json, read_body, text, Answer};
+use crate::raft_node::Msg;
+use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
+
+/// Largest batch request body.
+pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest snapshot request body.
+pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+
+/// What the peer server checks requests against; published by the raft thread.
+pub struct PeerGate {
+    cluster_id: u64,
+    self_id: u64,
+    removed: RwLock<HashSet<u64>>,
+    dropped: AtomicU64,
+    inbox: crossbeam_channel::Sender<Msg>,
+}
+
+impl PeerGate {
+    /// A gate for node `self_id` of cluster `cluster_id`.
+    pub fn new(cluster_id: u64, self_id: u64, inbox: crossbeam_channel::Sender<Msg>) -> PeerGate {
+        PeerGate {
+            cluster_id,
+            self_id,
+            removed: RwLock::new(HashSet::new()),
+            dropped: AtomicU64::new(0),
+            inbox,
+        }
+    }
+
+    /// The cluster ID.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Batches refused because the inbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Marks `id` removed (its messages get 410) or a member again.
+    pub fn set_removed(&self, id: u64, removed: bool) {
+        let mut set = self.removed.write().unwrap_or_else(|e| e.into_inner());
+        if removed {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.removed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+}
+
+/// Handles one peer request.
+pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/raft") => receive(gate, req, MAX_BATCH_BODY_BYTES).await,
+        (&Method::POST, "/raft/snapshot") => receive(gate, req, MAX_SNAPSHOT_BODY_BYTES).await,
+        (&Method::GET, "/raft/cluster") => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "cluster_id": format!("{:x}", gate.cluster_id),
+                "id": gate.self_id,
+            }),
+        ),
+        (_, "/raft" | "/raft/snapshot" | "/raft/cluster") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST for /raft and /raft/snapshot, GET for /raft/cluster",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not a peer route: this is the raft peer port",
+        ),
+    }
+}
+
+async fn receive(gate: Arc<PeerGate>, req: Request<Incoming>, limit: usize) -> Answer {
+    let from = match check_headers(&gate, &req) {
+        Ok(from) => from,
+        Err(answer) => return answer,
+    };
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    let self_id = gate.self_id;
+    // Decoding (and validating a snapshot image) can take a while for big bodies.
+    let decoded = tokio::task::spawn_blocking(move || decode_batch(&body, from, self_id)).await;
+    let msgs = match decoded {
+        Ok(Ok(msgs)) => msgs,
+        Ok(Err(reason)) => return text(StatusCode::BAD_REQUEST, reason),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "decoder failed: retry"),
+    };
+    if msgs.is_empty() {
+        return text(StatusCode::NO_CONTENT, "");
+    }
+    match gate.inbox.try_send(Msg::Raft(msgs)) {
+        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+        Err(crossbeam_channel::TrySendError::Full(_)) => {
+            gate.dropped.fetch_add(1, Ordering::Relaxed);
+            text(StatusCode::SERVICE_UNAVAILABLE, "inbox full: retry later")
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is shutting down",
+        ),
+    }
+}
+
+fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Answer> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let cluster = header(HEADER_CLUSTER)
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "missing or bad X-Raft-Cluster-Id header",
+            )
+        })?;
+    let from = header(HEADER_FROM)
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|id| *id != 0)
+        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing or bad X-Raft-From header"))?;
+    let to = header(HEADER_TO)
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing or bad X-Raft-To header"))?;
+    if cluster != gate.cluster_id {
+        return Err(text(
+            StatusCode::PRECONDITION_FAILED,
+            format!(
+                "cluster ID mismatch: this node belongs to cluster {:x}, the sender to {cluster:x}",
+                gate.cluster_id
+            ),
+        ));
+    }
+    if to != gate.self_id {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("this is node {}, not node {to}", gate.self_id),
+        ));
+    }
+    if gate.is_removed(from) {
+        return Err(text(
+            StatusCode::GONE,
+            format!("node {from} was removed from this cluster: it must shut down"),
+        ));
+    }
+    Ok(from)
+}
+
+/// Decodes and validates a batch body.
+///
+/// # Errors
+/// A sentence saying what is wrong with the batch.
+pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, String> {
+    let mut msgs = Vec::new();
+    let mut pos = 0usize;
+    while pos < body.len() {
+        let len_bytes = body
+            .get(pos..pos + 4)
+            .ok_or("batch ends inside a length prefix")?;
+        let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+        pos += 4;
+        let end = pos
+            .checked_add(len)
+            .filter(|end| *end <= body.len())
+            .ok_or("message length runs past the end of the batch")?;
+        let mut msg = Message::default();
+        msg.merge_from_bytes(&body[pos..end])
+            .map_err(|e| format!("undecodable raft message: {e}"))?;
+        pos = end;
+        validate(&msg, from, self_id)?;
+        msgs.push(msg);
+    }
+    Ok(msgs)
+}
+
+fn validate(msg: &Message, from: u64, self_id: u64) -> Result<(), String> {
+    if msg.from != from || msg.to != self_id {
+        return Err(format!(
+            "message from {} to {} in a batch from {from} to {self_id}",
+            msg.from, msg.to
+        ));
+    }
+    match msg.get_msg_type() {
+        MessageType::MsgHup
+        | MessageType::MsgBeat
+        | MessageType::MsgUnreachable
+        | MessageType::MsgSnapStatus
+        | MessageType::MsgCheckQuorum => {
+            return Err(format!("{:?} is local to a node", msg.get_msg_type()))
+        }
+        MessageType::MsgSnapshot => {
+            crate::kv::validate_image(&msg.get_snapshot().data)
+                .map_err(|e| format!("snapshot rejected: {e}"))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::encode_batch;
+
+    fn msg(from: u64, to: u64, t: MessageType) -> Message {
+        let mut m = Message::default();
+        m.from = from;
+        m.to = to;
+        m.set_msg_type(t);
+        m
+    }
+
+    // Intent: a valid batch decodes; garbage, truncation, spoofed senders and local message
+    // types are refused as a whole.
+    #[test]
+    fn batches_are_validated() {
+        let good = encode_batch(&[
+            msg(2, 1, MessageType::MsgHeartbeat),
+            msg(2, 1, MessageType::MsgAppend),
+        ]);
+        assert_eq!(
+            decode_batch(&Bytes::from(good.clone()), 2, 1)
+                .unwrap()
+                .len(),
+            2
+        );
+        for cut in 1..good.len() {
+            let r = decode_batch(&Bytes::copy_from_slice(&good[..cut]), 2, 1);
+            assert!(r.is_err() || r.unwrap().len() < 2);
+        }
+        let spoofed = encode_batch(&[msg(3, 1, MessageType::MsgHeartbeat)]);
+        assert!(decode_batch(&Bytes::from(spoofed), 2, 1).is_err());
+        let local = encode_batch(&[msg(2, 1, MessageType::MsgHup)]);
+        assert!(decode_batch(&Bytes::from(local), 2, 1).is_err());
+        let garbage = Bytes::from_static(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert!(decode_batch(&garbage, 2, 1).is_err());
+        let mut snap = msg(2, 1, MessageType::MsgSnapshot);
+        snap.mut_snapshot().data = Bytes::from_static(b"not an image");
+        assert!(decode_batch(&Bytes::from(encode_batch(&[snap])), 2, 1).is_err());
+    }
+}

@@ -1,0 +1,922 @@
+//! The raft thread: `serve_channels`, sole owner of `RawNode`, the WAL, the raft storage, the
+//! membership and the peer transport.
+//!
+//! Everything reaches it through two channels: the bounded inbox ([`Msg`], from the client API
+//! and the peer server; when full, clients get 503 and peer batches are refused) and the
+//! unbounded report channel ([`Report`], from the transport and the apply worker; bounded by
+//! construction: at most one report per request in flight).
+//!
+//! One loop turn: wait for input or the next tick; drain the inbox (group commit: every
+//! proposal that arrived is in the same Ready); tick; issue one `read_index` for all waiting
+//! reads; then handle the Ready in the order DESIGN.md section 3 gives:
+//! 1. snapshot -> snap file, WAL mark, raft storage, apply worker
+//! 2. `messages()` -> transport (a leader sends appends before its own fsync)
+//! 3. entries + hard state -> WAL, one fdatasync when `must_sync()`
+//! 4. entries + hard state -> raft storage
+//! 5. `persisted_messages()` -> transport (only after step 3)
+//! 6. committed entries: conf changes applied here, then all to the commit channel
+//! 7. read states -> the waiting reads
+//! 8. advance: LightReady's commit index to the WAL before its committed entries go out,
+//!    its messages, its committed entries
+//! 9. maybe ask the apply worker for a snapshot; compaction follows its report.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot,
+};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
+use serde::Serialize;
+use slog::{debug, error, info, warn, Logger};
+use tokio::sync::oneshot;
+
+use crate::apply::Apply;
+use crate::command::ConfChangeContext;
+use crate::config::Config;
+use crate::membership::{Member, Membership};
+use crate::peer_server::PeerGate;
+use crate::storage::RaftStorage;
+use crate::transport::Transport;
+use crate::waiters::{Applied, Waiters};
+
+/// Inbox bound, in messages. Past it clients get 503 and peers are asked to retry.
+pub const INBOX_BOUND: usize = 8192;
+/// Most inbox messages handled before the next Ready (bounds one turn's latency).
+const MAX_DRAIN: usize = 4096;
+/// Raft's per-message size cap: appends are batched up to this (trap 10).
+const MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
+/// Raft's inflight append cap per follower (trap 10).
+const MAX_INFLIGHT_MSGS: usize = 256;
+/// Uncommitted bytes a leader accepts before dropping proposals (answered 503).
+const MAX_UNCOMMITTED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why a request was not proposed (every variant means: nothing was applied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No leader is known.
+    #[error("this node knows no leader")]
+    NoLeader,
+    /// raft dropped the proposal (leader transfer in progress, too much uncommitted data).
+    #[error("the proposal was dropped")]
+    Dropped,
+    /// A membership change is still pending (trap 3).
+    #[error("a membership change is already pending")]
+    ChangePending,
+    /// The node to add is already a member.
+    #[error("node {0} is already a member")]
+    AlreadyMember(u64),
+    /// The node to remove or promote is not a member (or not a learner).
+    #[error("node {0} is not a member that can take this change")]
+    NotMember(u64),
+    /// The node is shutting down.
+    #[error("this node is shutting down")]
+    ShuttingDown,
+}
+
+/// A membership change request.
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    /// Add a voter or a learner with this peer URL.
+    Add {
+        /// Peer URL.
+        url: String,
+        /// Add as a learner.
+        learner: bool,
+    },
+    /// Promote a learner to voter.
+    Promote,
+    /// Remove the node.
+    Remove,
+}
+
+/// Input for the raft thread.
+pub enum Msg {
+    /// Propose entry data (see `command.rs`); answered once proposed or refused.
+    Propose {
+        /// Encoded [`crate::command::Request`].
+        data: Vec<u8>,
+        /// Proposed, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Propose a membership change; answered once proposed or refused.
+    ChangeMembers {
+        /// The node.
+        id: u64,
+        /// What to do.
+        change: MemberChange,
+        /// Request ID the waiter registered.
+        request_id: u64,
+        /// Proposed, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// A linearizable read: answered with the read index once the leader confirmed it.
+    Read {
+        /// Read index, or why not.
+        done: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    /// Messages from a peer (already validated by the peer server).
+    Raft(Vec<Message>),
+    /// Status snapshot.
+    Status {
+        /// The report.
+        done: oneshot::Sender<StatusReport>,
+    },
+    /// Transfer leadership to `to`; answered when `to` leads, or refused at the deadline.
+    TransferLeader {
+        /// Target node.
+        to: u64,
+        /// When to give up.
+        deadline: Instant,
+        /// Done, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Stop: hand leadership away if leading, sync, exit the loop.
+    Shutdown,
+}
+
+/// Feedback for the raft thread from the tasks it started.
+pub enum Report {
+    /// A send to this peer failed.
+    Unreachable(u64),
+    /// A snapshot send finished.
+    Snapshot {
+        /// Receiver.
+        to: u64,
+        /// Delivered.
+        ok: bool,
+    },
+    /// The apply worker saved this snapshot file; the WAL mark comes next.
+    SnapshotSaved(Snapshot),
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Shutdown,
+    /// This node was removed from the cluster.
+    Removed,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// This node.
+    pub id: u64,
+    /// Cluster ID, hex.
+    pub cluster_id: String,
+    /// leader, follower, candidate or pre-candidate.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Known leader, 0 if none.
+    pub leader: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Index of the last entry handed to the apply worker (the API overwrites it with the
+    /// state machine's own applied index).
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Index of the newest snapshot.
+    pub snapshot_index: u64,
+    /// Voters with their peer URLs.
+    pub voters: Vec<Member>,
+    /// Learners with their peer URLs.
+    pub learners: Vec<Member>,
+    /// On the leader: every follower's replication progress.
+    pub progress: Option<Vec<PeerProgress>>,
+    /// Peer messages dropped because a queue was full.
+    pub dropped_messages: u64,
+}
+
+/// One follower's progress, as the leader sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerProgress {
+    /// Follower.
+    pub id: u64,
+    /// Highest index known replicated.
+    pub match_index: u64,
+    /// Next index to send.
+    pub next_index: u64,
+    /// probe, replicate or snapshot.
+    pub state: String,
+    /// Heard from recently.
+    pub recent_active: bool,
+}
+
+/// Linearizable reads waiting for a read index.
+#[derive(Default)]
+struct ReadQueue {
+    /// Arrived since the last `read_index` call.
+    pending: Vec<oneshot::Sender<Result<u64, Refusal>>>,
+    /// Issued, by context, with the time they were issued.
+    in_flight: HashMap<u64, (Instant, Vec<oneshot::Sender<Result<u64, Refusal>>>)>,
+    next_ctx: u64,
+}
+
+/// What the raft thread owns.
+pub struct RaftNode {
+    /// The raft state machine.
+    pub raw: RawNode<RaftStorage>,
+    /// The durable log.
+    pub wal: wal::Wal,
+    /// Saves snapshots received from the leader.
+    pub snapshotter: snap::Snapshotter,
+    /// Peer links.
+    pub transport: Transport,
+    /// The commit channel.
+    pub commits: crossbeam_channel::Sender<Apply>,
+    /// Members and their URLs.
+    pub membership: Membership,
+    /// Current conf state.
+    pub conf_state: ConfState,
+    /// Published to the peer server.
+    pub gate: Arc<PeerGate>,
+    /// Clients waiting for conf changes.
+    pub waiters: Arc<Waiters>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Log.
+    pub logger: Logger,
+    /// Index of the newest snapshot (saved and marked).
+    pub snapshot_index: u64,
+    /// Last committed index handed to the apply worker.
+    pub sent_index: u64,
+    reads: ReadQueue,
+    snapshotting: bool,
+    removed: bool,
+    stopping: Option<Instant>,
+    transfers: Vec<(u64, Instant, oneshot::Sender<Result<(), Refusal>>)>,
+}
+
+/// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
+pub fn raft_config(config: &Config, applied: u64) -> raft::Config {
+    raft::Config {
+        id: config.id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: MAX_SIZE_PER_MSG,
+        max_inflight_msgs: MAX_INFLIGHT_MSGS,
+        check_quorum: true,
+        pre_vote: true,
+        max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
+        ..Default::default()
+    }
+}
+
+impl RaftNode {
+    /// Wires a node around an already recovered `raw` node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode<RaftStorage>,
+        wal: wal::Wal,
+        snapshotter: snap::Snapshotter,
+        transport: Transport,
+        commits: crossbeam_channel::Sender<Apply>,
+        membership: Membership,
+        gate: Arc<PeerGate>,
+        waiters: Arc<Waiters>,
+        config: Arc<Config>,
+        logger: Logger,
+    ) -> RaftNode {
+        let conf_state = raw
+            .store()
+            .initial_state()
+            .map(|s| s.conf_state)
+            .unwrap_or_default();
+        let snapshot_index = raw.store().snapshot_ref().get_metadata().index;
+        let mut node = RaftNode {
+            raw,
+            wal,
+            snapshotter,
+            transport,
+            commits,
+            membership,
+            conf_state,
+            gate,
+            waiters,
+            config,
+            logger,
+            snapshot_index,
+            sent_index: snapshot_index,
+            reads: ReadQueue::default(),
+            snapshotting: false,
+            removed: false,
+            stopping: None,
+            transfers: Vec::new(),
+        };
+        node.sync_peers();
+        node
+    }
+
+    /// The loop. Returns when asked to stop or when this node was removed.
+    pub fn serve_channels(
+        mut self,
+        inbox: crossbeam_channel::Receiver<Msg>,
+        reports: crossbeam_channel::Receiver<Report>,
+    ) -> Exit {
+        let tick = self.config.tick_interval;
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(inbox) -> msg => match msg {
+                    Ok(msg) => self.handle_msg(msg),
+                    Err(_) => self.begin_stop(),
+                },
+                recv(reports) -> report => {
+                    if let Ok(report) = report {
+                        self.handle_report(report);
+                    }
+                },
+                default(wait) => {},
+            }
+            for msg in inbox.try_iter().take(MAX_DRAIN) {
+                self.handle_msg(msg);
+            }
+            for report in reports.try_iter() {
+                self.handle_report(report);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += tick;
+                if next_tick < now {
+                    next_tick = now + tick; // we fell behind (a long fsync): do not burst ticks
+                }
+                self.retry_reads(now);
+                self.check_transfers(now);
+            }
+            self.issue_reads();
+            if self.raw.has_ready() {
+                self.on_ready();
+            }
+            self.maybe_snapshot();
+            if self.removed {
+                self.finish();
+                return Exit::Removed;
+            }
+            if self.stopping.is_some_and(|deadline| {
+                Instant::now() >= deadline || self.raw.raft.state != StateRole::Leader
+            }) {
+                self.finish();
+                return Exit::Shutdown;
+            }
+        }
+    }
+
+    fn handle_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Propose { data, done } => {
+                let _ = done.send(self.propose(data));
+            }
+            Msg::ChangeMembers {
+                id,
+                change,
+                request_id,
+                done,
+            } => {
+                let _ = done.send(self.propose_member_change(id, change, request_id));
+            }
+            Msg::Read { done } => {
+                if self.stopping.is_some() {
+                    let _ = done.send(Err(Refusal::ShuttingDown));
+                } else if self.raw.raft.leader_id == 0 {
+                    let _ = done.send(Err(Refusal::NoLeader));
+                } else {
+                    self.reads.pending.push(done);
+                }
+            }
+            Msg::Raft(msgs) => {
+                for m in msgs {
+                    self.step(m);
+                }
+            }
+            Msg::Status { done } => {
+                let _ = done.send(self.status());
+            }
+            Msg::TransferLeader { to, deadline, done } => self.transfer_leader(to, deadline, done),
+            Msg::Shutdown => self.begin_stop(),
+        }
+    }
+
+    fn handle_report(&mut self, report: Report) {
+        match report {
+            Report::Unreachable(id) => self.raw.report_unreachable(id),
+            Report::Snapshot { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Report::SnapshotSaved(snapshot) => self.on_snapshot_saved(snapshot),
+        }
+    }
+
+    fn propose(&mut self, data: Vec<u8>) -> Result<(), Refusal> {
+        if self.stopping.is_some() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if self.raw.raft.leader_id == 0 {
+            return Err(Refusal::NoLeader);
+        }
+        self.raw.propose(Vec::new(), data).map_err(|e| match e {
+            raft::Error::ProposalDropped => Refusal::Dropped,
+            other => {
+                warn!(self.logger, "proposal refused"; "error" => %other);
+                Refusal::Dropped
+            }
+        })
+    }
+
+    fn propose_member_change(
+        &mut self,
+        id: u64,
+        change: MemberChange,
+        request_id: u64,
+    ) -> Result<(), Refusal> {
+        if self.stopping.is_some() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if self.raw.raft.leader_id == 0 {
+            return Err(Refusal::NoLeader);
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(Refusal::ChangePending);
+        }
+        let is_voter = self.conf_state.voters.contains(&id);
+        let is_learner = self.conf_state.learners.contains(&id);
+        let (change_type, url) = match change {
+            MemberChange::Add { .. } if is_voter || is_learner => {
+                return Err(Refusal::AlreadyMember(id))
+            }
+            MemberChange::Add { url, learner: true } => (ConfChangeType::AddLearnerNode, url),
+            MemberChange::Add {
+                url,
+                learner: false,
+            } => (ConfChangeType::AddNode, url),
+            MemberChange::Promote if !is_learner => return Err(Refusal::NotMember(id)),
+            MemberChange::Promote => (ConfChangeType::AddNode, String::new()),
+            MemberChange::Remove if !is_voter && !is_learner => return Err(Refusal::NotMember(id)),
+            MemberChange::Remove => (ConfChangeType::RemoveNode, String::new()),
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = id;
+        cc.context = ConfChangeContext { request_id, url }.encode().into();
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|_| Refusal::Dropped)
+    }
+
+    /// Steps one peer message. A heartbeat's commit index is clamped to our log: raft-rs would
+    /// panic on a larger one, and nothing a peer sends may crash the node.
+    fn step(&mut self, mut m: Message) {
+        if m.get_msg_type() == MessageType::MsgHeartbeat {
+            m.commit = m.commit.min(self.raw.raft.raft_log.last_index());
+        }
+        if let Err(e) = self.raw.step(m) {
+            debug!(self.logger, "peer message not stepped"; "error" => %e);
+        }
+    }
+
+    fn issue_reads(&mut self) {
+        if self.reads.pending.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.reads.pending);
+        self.issue_read_batch(waiters);
+    }
+
+    fn issue_read_batch(&mut self, waiters: Vec<oneshot::Sender<Result<u64, Refusal>>>) {
+        let ctx = self.reads.next_ctx;
+        self.reads.next_ctx += 1;
+        self.raw.read_index(ctx.to_le_bytes().to_vec());
+        self.reads.in_flight.insert(ctx, (Instant::now(), waiters));
+    }
+
+    /// Trap 5: raft drops ReadIndex requests silently (no leader, leader not yet committed in
+    /// its term). Re-issue batches that got no answer within half an election timeout.
+    fn retry_reads(&mut self, now: Instant) {
+        let patience = self.config.tick_interval * (self.config.election_ticks as u32 / 2).max(1);
+        let stale: Vec<u64> = self
+            .reads
+            .in_flight
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) >= patience)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            let (_, mut waiters) = self.reads.in_flight.remove(&ctx).expect("listed above");
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                continue;
+            }
+            if self.raw.raft.leader_id == 0 {
+                for w in waiters {
+                    let _ = w.send(Err(Refusal::NoLeader));
+                }
+            } else {
+                self.issue_read_batch(waiters);
+            }
+        }
+    }
+
+    fn on_ready(&mut self) {
+        let mut rd = self.raw.ready();
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot().clone());
+        }
+        self.transport.send(rd.take_messages());
+        let hard_state = rd.hs().cloned();
+        if hard_state.is_some() || !rd.entries().is_empty() {
+            if let Err(e) = self
+                .wal
+                .save(hard_state.as_ref(), rd.entries(), rd.must_sync())
+            {
+                crate::fatal(&self.logger, "cannot write the WAL", &e);
+            }
+        }
+        let store = self.raw.mut_store();
+        store.append(rd.take_entries());
+        if let Some(hs) = hard_state {
+            store.set_hard_state(hs);
+        }
+        self.transport.send(rd.take_persisted_messages());
+        self.handle_committed(rd.take_committed_entries());
+        self.answer_reads(rd.take_read_states());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.save_commit(commit);
+        }
+        self.transport.send(light.take_messages());
+        self.handle_committed(light.take_committed_entries());
+        self.raw.advance_apply();
+    }
+
+    /// Trap 7: the commit index reaches the WAL before the entries it commits are applied.
+    fn save_commit(&mut self, commit: u64) {
+        let mut hs: HardState = self.raw.store().hard_state().clone();
+        hs.commit = commit;
+        if let Err(e) = self.wal.save(Some(&hs), &[], false) {
+            crate::fatal(&self.logger, "cannot write the WAL", &e);
+        }
+        self.raw.mut_store().set_commit(commit);
+    }
+
+    /// Step 1 (trap 8: a Ready with a snapshot carries no committed entries): the snapshot
+    /// file first, then its WAL mark, then the raft storage and the state machine.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.get_metadata().clone();
+        info!(self.logger, "installing snapshot from the leader";
+            "index" => meta.index, "term" => meta.term, "bytes" => snapshot.data.len());
+        if let Err(e) = self.snapshotter.save(&snapshot) {
+            crate::fatal(&self.logger, "cannot save a received snapshot", &e);
+        }
+        self.save_snapshot_mark(&meta);
+        match crate::kv::image_membership(&snapshot.data) {
+            Ok(membership) => self.membership = membership,
+            Err(e) => crate::fatal(&self.logger, "a validated snapshot has no membership", &e),
+        }
+        self.conf_state = meta.get_conf_state().clone();
+        self.raw.mut_store().apply_snapshot(snapshot.clone());
+        self.snapshot_index = meta.index;
+        self.sent_index = meta.index;
+        self.sync_peers();
+        self.send_commits(Apply::Restore(snapshot));
+    }
+
+    fn save_snapshot_mark(&mut self, meta: &raft::eraftpb::SnapshotMetadata) {
+        let mark = wal::SnapshotMark {
+            index: meta.index,
+            term: meta.term,
+            conf_state: meta.get_conf_state().clone(),
+        };
+        if let Err(e) = self.wal.save_snapshot_mark(&mark) {
+            crate::fatal(&self.logger, "cannot write a WAL snapshot mark", &e);
+        }
+    }
+
+    /// Step 6: conf changes take effect here, in log order; then every entry goes to the
+    /// apply worker.
+    fn handle_committed(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let last_index = last.index;
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryConfChange => self.apply_conf_change(e),
+                EntryType::EntryConfChangeV2 => {
+                    warn!(self.logger, "ignoring a ConfChangeV2 entry"; "index" => e.index)
+                }
+                EntryType::EntryNormal => {}
+            }
+        }
+        self.sent_index = last_index;
+        self.send_commits(Apply::Entries(entries));
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) {
+        let mut cc = ConfChange::default();
+        if let Err(err) = cc.merge_from_bytes(&e.data) {
+            error!(self.logger, "undecodable conf change entry"; "index" => e.index, "error" => %err);
+            return;
+        }
+        let ctx = ConfChangeContext::decode(&cc.context).ok();
+        let id = cc.node_id;
+        let outcome = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.conf_state = cs.clone();
+                self.raw.mut_store().set_conf_state(cs);
+                self.record_member_change(&cc, ctx.as_ref());
+                Ok(Applied {
+                    index: e.index,
+                    term: e.term,
+                })
+            }
+            Err(err) => {
+                warn!(self.logger, "conf change rejected"; "node" => id, "error" => %err);
+                Err(err.to_string())
+            }
+        };
+        if let Some(ctx) = ctx {
+            self.waiters.complete(ctx.request_id, outcome);
+        }
+    }
+
+    fn record_member_change(&mut self, cc: &ConfChange, ctx: Option<&ConfChangeContext>) {
+        let id = cc.node_id;
+        let url = ctx.map(|c| c.url.clone()).unwrap_or_default();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+                let url = if url.is_empty() {
+                    self.membership
+                        .get(id)
+                        .map(|m| m.url.clone())
+                        .unwrap_or_default()
+                } else {
+                    url
+                };
+                info!(self.logger, "member added"; "node" => id, "url" => &url, "learner" => learner);
+                self.membership.insert(id, url.clone(), learner);
+                self.gate.set_removed(id, false);
+                if !url.is_empty() {
+                    self.transport.set_peer(id, &url);
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                info!(self.logger, "member removed"; "node" => id);
+                self.membership.remove(id);
+                self.transport.remove_peer(id);
+                self.gate.set_removed(id, true);
+                if id == self.config.id {
+                    info!(
+                        self.logger,
+                        "this node was removed from the cluster: shutting down"
+                    );
+                    self.removed = true;
+                }
+            }
+        }
+    }
+
+    /// The commit channel is bounded: blocking here is the back-pressure that keeps raft from
+    /// committing faster than the state machine applies.
+    fn send_commits(&mut self, msg: Apply) {
+        if self.commits.send(msg).is_err() {
+            crate::fatal(
+                &self.logger,
+                "the apply worker is gone",
+                &"commit channel closed",
+            );
+        }
+    }
+
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some((_, waiters)) = self.reads.in_flight.remove(&u64::from_le_bytes(ctx)) {
+                for w in waiters {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+    }
+
+    /// Step 9: every `snapshot_count` applied entries, or when a follower needs a snapshot
+    /// that contains it (trap 2), ask the apply worker for one.
+    fn maybe_snapshot(&mut self) {
+        let wanted = self.raw.store().take_snapshot_wanted();
+        if self.snapshotting || self.sent_index <= self.snapshot_index {
+            return;
+        }
+        if !wanted && self.sent_index - self.snapshot_index < self.config.snapshot_count {
+            return;
+        }
+        self.snapshotting = true;
+        let msg = Apply::Snapshot {
+            conf_state: self.conf_state.clone(),
+            membership: self.membership.clone(),
+        };
+        self.send_commits(msg);
+    }
+
+    /// The snapshot file is durable: mark it in the WAL, keep it for followers, compact the
+    /// raft log (keeping the catch-up entries), release WAL segments, purge old files.
+    fn on_snapshot_saved(&mut self, snapshot: Snapshot) {
+        self.snapshotting = false;
+        let meta = snapshot.get_metadata().clone();
+        if meta.index <= self.snapshot_index {
+            return;
+        }
+        self.save_snapshot_mark(&meta);
+        self.snapshot_index = meta.index;
+        let store = self.raw.mut_store();
+        store.set_snapshot(snapshot);
+        let compact_to = meta
+            .index
+            .saturating_sub(self.config.snapshot_catchup_entries);
+        if compact_to > 0 {
+            store.compact(compact_to);
+        }
+        if let Err(e) = self.wal.release_to(meta.index) {
+            crate::fatal(&self.logger, "cannot release WAL segments", &e);
+        }
+        if let Err(e) = self.snapshotter.purge(snap::DEFAULT_KEEP) {
+            warn!(self.logger, "cannot purge old snapshot files"; "error" => %e);
+        }
+        info!(self.logger, "log compacted"; "snapshot_index" => meta.index, "compacted_to" => compact_to);
+    }
+
+    /// Points the transport at every member; before the first snapshot of a joining node the
+    /// membership is empty and `--cluster` is all we know.
+    fn sync_peers(&mut self) {
+        if self.membership.iter().next().is_none() {
+            for (i, url) in self.config.cluster.clone().iter().enumerate() {
+                self.transport.set_peer(i as u64 + 1, url);
+            }
+            return;
+        }
+        let members: Vec<(u64, String)> = self
+            .membership
+            .iter()
+            .map(|m| (m.id, m.url.clone()))
+            .collect();
+        for (id, url) in &members {
+            self.transport.set_peer(*id, url);
+        }
+    }
+
+    fn transfer_leader(
+        &mut self,
+        to: u64,
+        deadline: Instant,
+        done: oneshot::Sender<Result<(), Refusal>>,
+    ) {
+        if !self.conf_state.voters.contains(&to) {
+            let _ = done.send(Err(Refusal::NotMember(to)));
+            return;
+        }
+        if self.raw.raft.leader_id == to {
+            let _ = done.send(Ok(()));
+            return;
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = done.send(Err(Refusal::NoLeader));
+            return;
+        }
+        self.raw.transfer_leader(to);
+        self.transfers.push((to, deadline, done));
+    }
+
+    fn check_transfers(&mut self, now: Instant) {
+        let leader = self.raw.raft.leader_id;
+        let mut i = 0;
+        while i < self.transfers.len() {
+            let (to, deadline, _) = &self.transfers[i];
+            if leader == *to || now >= *deadline {
+                let (to, _, done) = self.transfers.swap_remove(i);
+                let _ = done.send(if leader == to {
+                    Ok(())
+                } else {
+                    Err(Refusal::Dropped)
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Shutdown: a leader hands leadership to its most up-to-date voter first, waiting at most
+    /// one election timeout.
+    fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let timeout = self.config.tick_interval * self.config.election_ticks as u32;
+        self.stopping = Some(Instant::now() + timeout);
+        if self.raw.raft.state != StateRole::Leader {
+            self.stopping = Some(Instant::now());
+            return;
+        }
+        let me = self.config.id;
+        let best = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me && self.conf_state.voters.contains(id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id);
+        match best {
+            Some(to) => {
+                info!(self.logger, "shutting down: transferring leadership"; "to" => to);
+                self.raw.transfer_leader(to);
+            }
+            None => self.stopping = Some(Instant::now()),
+        }
+    }
+
+    fn finish(&mut self) {
+        for (_, (_, waiters)) in self.reads.in_flight.drain() {
+            for w in waiters {
+                let _ = w.send(Err(Refusal::ShuttingDown));
+            }
+        }
+        if let Err(e) = self.wal.sync() {
+            crate::fatal(&self.logger, "cannot sync the WAL", &e);
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let raft = &self.raw.raft;
+        let role = match raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        };
+        let pick = |ids: &[u64]| -> Vec<Member> {
+            ids.iter()
+                .map(|id| {
+                    self.membership.get(*id).cloned().unwrap_or(Member {
+                        id: *id,
+                        url: self.config.cluster_url(*id).unwrap_or_default().to_string(),
+                        learner: false,
+                    })
+                })
+                .collect()
+        };
+        let progress = (raft.state == StateRole::Leader).then(|| {
+            let mut v: Vec<PeerProgress> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| PeerProgress {
+                    id: *id,
+                    match_index: pr.matched,
+                    next_index: pr.next_idx,
+                    state: format!("{:?}", pr.state).to_lowercase(),
+                    recent_active: pr.recent_active,
+                })
+                .collect();
+            v.sort_by_key(|p| p.id);
+            v
+        });
+        let mut voters = self.conf_state.voters.clone();
+        voters.sort_unstable();
+        let mut learners = self.conf_state.learners.clone();
+        learners.sort_unstable();
+        StatusReport {
+            id: self.config.id,
+            cluster_id: format!("{:x}", self.gate.cluster_id()),
+            role: role.to_string(),
+            term: raft.term,
+            leader: raft.leader_id,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.sent_index,
+            last_index: raft.raft_log.last_index(),
+            snapshot_index: self.snapshot_index,
+            voters: pick(&voters),
+            learners: pick(&learners),
+            progress,
+            dropped_messages: self.transport.dropped() + self.gate.dropped(),
+        }
+    }
+}
+
+/// How long a caller should wait before retrying after a refusal: one election timeout.
+pub fn retry_after(config: &Config) -> Duration {
+    config.tick_interval * config.election_ticks as u32
+}

@@ -1,0 +1,208 @@
+//! Startup: bootstrap a new member, or rebuild a node from its snapshot and WAL.
+//!
+//! Bootstrap (trap 1) writes, on every initial member alike, a snapshot at index 1, term 1 whose
+//! conf state holds voters 1..n and whose image holds the `--cluster` URLs and no keys; then the
+//! normal restart path reads it back. A `--join` node starts with an empty WAL (metadata only)
+//! and gets everything from the leader.
+//!
+//! Restart (DESIGN.md section 4):
+//! 1. the newest snapshot file that passes its CRC and has a WAL mark;
+//! 2. the WAL opened at that mark: metadata, hard state, later entries;
+//! 3. raft storage: the snapshot, the hard state (commit never below the snapshot index),
+//!    the entries;
+//! 4. the state machine from the snapshot image;
+//! 5. raft re-delivers the committed entries after the snapshot (`Config.applied` is the
+//!    snapshot index).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, HardState, Snapshot};
+use slog::{info, warn, Logger};
+
+use crate::config::Config;
+use crate::kv::KvStore;
+use crate::membership::Membership;
+use crate::storage::RaftStorage;
+
+/// A node's durable state, read back.
+pub struct Recovered {
+    /// The WAL, open for appending.
+    pub wal: wal::Wal,
+    /// Raft storage filled from snapshot and WAL.
+    pub storage: RaftStorage,
+    /// The state machine as of the snapshot.
+    pub kv: KvStore,
+    /// Membership as of the snapshot.
+    pub membership: Membership,
+    /// The cluster this node belongs to.
+    pub cluster_id: u64,
+    /// Index and term of the snapshot the state machine holds (0 when none).
+    pub applied: (u64, u64),
+}
+
+/// Why the node cannot start. The message is the one sentence the user sees.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+fn fail(msg: impl Into<String>) -> StartError {
+    StartError(msg.into())
+}
+
+/// WAL options from the config.
+pub fn wal_options(config: &Config) -> wal::Options {
+    wal::Options {
+        segment_size_bytes: config.wal_segment_size_bytes,
+        ..wal::Options::default()
+    }
+}
+
+/// Creates the on-disk state of a brand-new node if there is none. `join_cluster_id` is the
+/// cluster ID learned from a member for `--join`.
+///
+/// # Errors
+/// Disk errors, as one sentence.
+pub fn initialize(
+    config: &Config,
+    snapshotter: &snap::Snapshotter,
+    join_cluster_id: Option<u64>,
+    logger: &Logger,
+) -> Result<(), StartError> {
+    if wal::Wal::exists(&config.wal_dir) {
+        return Ok(());
+    }
+    let dir = config.wal_dir.display();
+    let cluster_id = join_cluster_id.unwrap_or_else(|| config.initial_cluster_id());
+    let metadata = wal::Metadata {
+        node_id: config.id,
+        cluster_id,
+    };
+    let mut wal = wal::Wal::create(&config.wal_dir, metadata, wal_options(config))
+        .map_err(|e| fail(format!("cannot create the WAL in {dir}: {e}")))?;
+    if join_cluster_id.is_some() {
+        info!(logger, "new WAL for joining cluster"; "cluster_id" => format!("{cluster_id:x}"));
+        return Ok(());
+    }
+    let snapshot = bootstrap_snapshot(config);
+    snapshotter
+        .save(&snapshot)
+        .map_err(|e| fail(format!("cannot write the bootstrap snapshot: {e}")))?;
+    let meta = snapshot.get_metadata();
+    let mark = wal::SnapshotMark {
+        index: meta.index,
+        term: meta.term,
+        conf_state: meta.get_conf_state().clone(),
+    };
+    wal.save_snapshot_mark(&mark)
+        .and_then(|_| {
+            let hs = HardState {
+                term: meta.term,
+                commit: meta.index,
+                ..Default::default()
+            };
+            wal.save(Some(&hs), &[], true)
+        })
+        .map_err(|e| fail(format!("cannot write the WAL in {dir}: {e}")))?;
+    info!(logger, "bootstrapped a new cluster";
+        "cluster_id" => format!("{cluster_id:x}"), "voters" => config.cluster.len());
+    Ok(())
+}
+
+/// The identical initial snapshot of every bootstrapping member.
+fn bootstrap_snapshot(config: &Config) -> Snapshot {
+    let membership = Membership::initial(&config.cluster);
+    let mut snapshot = Snapshot::default();
+    snapshot.data = Bytes::from(KvStore::default().image(&membership));
+    let meta = snapshot.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.set_conf_state(ConfState::from((
+        (1..=config.cluster.len() as u64).collect::<Vec<_>>(),
+        vec![],
+    )));
+    snapshot
+}
+
+/// Reads the node back from disk (see the module doc).
+///
+/// # Errors
+/// A sentence naming what is wrong (corrupt WAL, no usable snapshot, another node's data).
+pub fn recover(
+    config: &Config,
+    snapshotter: &snap::Snapshotter,
+    logger: &Logger,
+) -> Result<Recovered, StartError> {
+    let dir = &config.wal_dir;
+    let options = wal_options(config);
+    let marks = wal::Wal::snapshot_marks(dir, &options)
+        .map_err(|e| fail(format!("the WAL in {} is damaged: {e}", dir.display())))?;
+    let keys: Vec<(u64, u64)> = marks.iter().map(|m| (m.index, m.term)).collect();
+    let found = snapshotter
+        .recover(&keys)
+        .map_err(|e| fail(format!("cannot read snapshots: {e}")))?;
+    for broken in &found.broken {
+        warn!(logger, "corrupt snapshot file set aside"; "file" => broken.display().to_string());
+    }
+    let snapshot = found.snapshot;
+    if snapshot.is_none() && !marks.is_empty() {
+        return Err(fail(format!(
+            "the WAL in {} has snapshot marks but no snapshot file in {} matches one: \
+             restore the snapshot files or wipe both directories and re-join",
+            dir.display(),
+            snapshotter.dir().display()
+        )));
+    }
+    let at = snapshot
+        .as_ref()
+        .map(|s| (s.get_metadata().index, s.get_metadata().term))
+        .unwrap_or((0, 0));
+    let (wal, replay) = wal::Wal::open(dir, at, options)
+        .map_err(|e| fail(format!("cannot open the WAL in {}: {e}", dir.display())))?;
+    check_owner(config, replay.metadata, dir)?;
+
+    let mut storage = RaftStorage::default();
+    let kv = KvStore::default();
+    let mut membership = Membership::default();
+    if let Some(snapshot) = snapshot {
+        membership = kv
+            .restore(&snapshot.data)
+            .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?;
+        storage.apply_snapshot(snapshot);
+    }
+    let mut hs = replay.hard_state;
+    let last = replay.entries.last().map(|e| e.index).unwrap_or(at.0);
+    hs.commit = hs.commit.max(at.0);
+    if hs.commit > last {
+        warn!(logger, "hard state commit beyond the log; clamping"; "commit" => hs.commit, "last" => last);
+        hs.commit = last;
+    }
+    hs.term = hs.term.max(at.1);
+    storage.set_hard_state(hs.clone());
+    let entries = replay.entries.len();
+    storage.append(replay.entries);
+    info!(logger, "recovered from disk";
+        "snapshot_index" => at.0, "entries" => entries, "term" => hs.term, "commit" => hs.commit,
+        "keys" => kv.len(), "cluster_id" => format!("{:x}", replay.metadata.cluster_id));
+    Ok(Recovered {
+        wal,
+        storage,
+        kv,
+        membership,
+        cluster_id: replay.metadata.cluster_id,
+        applied: at,
+    })
+}
+
+fn check_owner(config: &Config, metadata: wal::Metadata, dir: &Path) -> Result<(), StartError> {
+    if metadata.node_id != config.id {
+        return Err(fail(format!(
+            "{} holds the data of node {}, not node {}: pass --id {} or another --data-dir",
+            dir.display(),
+            metadata.node_id,
+            config.id,
+            metadata.node_id
+        )));
+    }
+    Ok(())
+}

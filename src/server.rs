@@ -1,0 +1,267 @@
+//! Wiring: start every component of a node from a [`Config`], run until a signal or removal,
+//! shut down in order.
+//!
+//! Start order: bind both listeners (a taken port is a clear error, before anything touches
+//! disk), `--join` handshake, recover from disk, start the apply worker and the raft thread,
+//! then serve peers and clients. Stop order: stop accepting clients, let the raft thread hand
+//! leadership away and sync, stop the apply worker, stop serving peers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use raft::RawNode;
+use slog::{info, warn, Logger};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::api::Api;
+use crate::apply::{ApplyWorker, COMMIT_CHANNEL_BOUND};
+use crate::config::Config;
+use crate::peer_server::PeerGate;
+use crate::raft_node::{raft_config, Exit, Msg, RaftNode, INBOX_BOUND};
+use crate::recovery::{initialize, recover, StartError};
+use crate::transport::Transport;
+use crate::waiters::{Applied, Waiters};
+
+/// How long `--join` keeps trying to reach a member.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn fail(msg: impl Into<String>) -> StartError {
+    StartError(msg.into())
+}
+
+/// Runs a node until it is told to stop or is removed; returns the process exit code.
+pub fn run(config: Config) -> i32 {
+    let logger = crate::logger(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftexample: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(serve(Arc::new(config), logger.clone()));
+    match result {
+        Ok(exit) => {
+            info!(logger, "stopped"; "reason" => format!("{exit:?}"));
+            0
+        }
+        Err(e) => {
+            slog::crit!(logger, "cannot start"; "error" => %e);
+            eprintln!("raftexample: {e}");
+            1
+        }
+    }
+}
+
+async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> {
+    let client_listener = TcpListener::bind(config.client_addr).await.map_err(|e| {
+        fail(format!(
+            "cannot listen for clients on {}: {e} (pick another --port)",
+            config.client_addr
+        ))
+    })?;
+    let peer_listener = TcpListener::bind(config.peer_addr).await.map_err(|e| {
+        fail(format!(
+            "cannot listen for peers on {}: {e} (is another node using this --cluster URL?)",
+            config.peer_addr
+        ))
+    })?;
+    let snapshotter = snap::Snapshotter::new(&config.snap_dir).map_err(|e| {
+        fail(format!(
+            "cannot use the snapshot directory {}: {e}",
+            config.snap_dir.display()
+        ))
+    })?;
+    let fresh = !wal::Wal::exists(&config.wal_dir);
+    let peer_cluster = probe_cluster_id(&config, fresh && config.join, &logger).await;
+    if fresh && config.join && peer_cluster.is_none() {
+        return Err(fail(
+            "cannot reach any member of --cluster to join: start the existing members, add this \
+             node with `curl -XPOST <member>/<id> -d <peer-url>`, then retry",
+        ));
+    }
+    initialize(
+        &config,
+        &snapshotter,
+        peer_cluster.filter(|_| config.join),
+        &logger,
+    )?;
+    let recovered = recover(&config, &snapshotter, &logger)?;
+    if let Some(theirs) = peer_cluster.filter(|theirs| *theirs != recovered.cluster_id) {
+        return Err(fail(format!(
+            "this node's data belongs to cluster {:x} but the members of --cluster run cluster \
+             {theirs:x}: {}",
+            recovered.cluster_id,
+            if config.join {
+                "wipe the data dir of this node to join afresh"
+            } else {
+                "add this node with POST /<id> and start it with --join"
+            }
+        )));
+    }
+
+    let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_BOUND);
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_CHANNEL_BOUND);
+    let (applied_index, applied_term) = recovered.applied;
+    let (applied_tx, applied_rx) = watch::channel(applied_index);
+    let kv = Arc::new(recovered.kv);
+    let waiters = Arc::new(Waiters::new(config.id));
+    let gate = Arc::new(PeerGate::new(
+        recovered.cluster_id,
+        config.id,
+        inbox_tx.clone(),
+    ));
+
+    let raw = RawNode::new(
+        &raft_config(&config, applied_index),
+        recovered.storage,
+        &logger,
+    )
+    .map_err(|e| fail(format!("raft refused the recovered state: {e}")))?;
+    let transport = Transport::new(
+        tokio::runtime::Handle::current(),
+        recovered.cluster_id,
+        config.id,
+        config.peer_source_addr,
+        (config.tick_interval * config.election_ticks as u32).max(Duration::from_secs(1)),
+        report_tx.clone(),
+        logger.new(slog::o!("part" => "transport")),
+    );
+    let node = RaftNode::new(
+        raw,
+        recovered.wal,
+        snapshotter.clone(),
+        transport,
+        commit_tx,
+        recovered.membership,
+        gate.clone(),
+        waiters.clone(),
+        config.clone(),
+        logger.new(slog::o!("part" => "raft")),
+    );
+    let worker = ApplyWorker {
+        kv: kv.clone(),
+        waiters: waiters.clone(),
+        applied_tx,
+        reports: report_tx,
+        snapshotter,
+        logger: logger.new(slog::o!("part" => "apply")),
+        applied: Applied {
+            index: applied_index,
+            term: applied_term,
+        },
+    };
+    let apply_thread = std::thread::Builder::new()
+        .name("apply".into())
+        .spawn(move || worker.run(commit_rx))
+        .map_err(|e| fail(format!("cannot start the apply thread: {e}")))?;
+    let (exit_tx, mut exit_rx) = oneshot::channel();
+    let raft_thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let _ = exit_tx.send(node.serve_channels(inbox_rx, report_rx));
+        })
+        .map_err(|e| fail(format!("cannot start the raft thread: {e}")))?;
+
+    let (peer_stop_tx, peer_stop) = watch::channel(false);
+    let (client_stop_tx, client_stop) = watch::channel(false);
+    let peer_logger = logger.new(slog::o!("part" => "peer-server"));
+    let peer_server = tokio::spawn(crate::http::serve(
+        peer_listener,
+        move |req| crate::peer_server::handle(gate.clone(), req),
+        peer_stop,
+        peer_logger,
+    ));
+    let api = Arc::new(Api {
+        inbox: inbox_tx.clone(),
+        waiters,
+        kv,
+        applied: applied_rx,
+        config: config.clone(),
+    });
+    let client_server = tokio::spawn(crate::http::serve(
+        client_listener,
+        move |req| crate::api::handle(api.clone(), req),
+        client_stop,
+        logger.new(slog::o!("part" => "api")),
+    ));
+    info!(logger, "serving";
+        "id" => config.id, "clients" => %config.client_addr, "peers" => %config.peer_addr);
+
+    let exit = tokio::select! {
+        exit = &mut exit_rx => exit.unwrap_or(Exit::Shutdown),
+        _ = shutdown_signal() => {
+            info!(logger, "signal received: shutting down");
+            let _ = client_stop_tx.send(true);
+            let inbox = inbox_tx.clone();
+            let _ = tokio::task::spawn_blocking(move || inbox.send(Msg::Shutdown)).await;
+            exit_rx.await.unwrap_or(Exit::Shutdown)
+        }
+    };
+    let _ = client_stop_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = raft_thread.join();
+        let _ = apply_thread.join();
+    })
+    .await;
+    let _ = client_server.await;
+    let _ = peer_stop_tx.send(true);
+    let _ = peer_server.await;
+    Ok(exit)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Asks the other members of `--cluster` for their cluster ID (`GET /raft/cluster`). With
+/// `patient`, retries for [`JOIN_TIMEOUT`]; otherwise one quick round. `None` when nobody
+/// answered.
+async fn probe_cluster_id(config: &Config, patient: bool, logger: &Logger) -> Option<u64> {
+    let client = crate::transport::http_client(config.peer_source_addr);
+    let give_up = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        for (i, url) in config.cluster.iter().enumerate() {
+            if i as u64 + 1 == config.id {
+                continue;
+            }
+            let Ok(req) = hyper::Request::get(format!("{url}/raft/cluster"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+            else {
+                continue;
+            };
+            let ask = async {
+                let resp = client.request(req).await.ok()?;
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()
+            };
+            if let Ok(Some(id)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+                info!(logger, "a member answered"; "url" => url, "cluster_id" => format!("{id:x}"));
+                return Some(id);
+            }
+        }
+        if !patient || tokio::time::Instant::now() >= give_up {
+            if patient {
+                warn!(logger, "no member of --cluster answered");
+            }
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,0 +1,250 @@
+//! The raft log as raft-rs reads it: hard state, conf state, the newest snapshot and the
+//! entries after the compaction point, all in memory (the WAL is the durable copy).
+//!
+//! Owned by `RawNode` on the raft thread; the raft thread mutates it through
+//! `RawNode::mut_store` in the order of `serve_channels` (WAL first, then here).
+//!
+//! Trap 2 lives here: a leader asked for a snapshot for follower `to` MUST NOT hand out one
+//! whose `conf_state` lacks `to` (the follower would silently ignore it). Then we answer
+//! `SnapshotTemporarilyUnavailable` and raise [`RaftStorage::take_snapshot_wanted`], and the raft
+//! thread has the apply worker make a fresh one.
+
+use std::cell::Cell;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+/// In-memory raft storage.
+#[derive(Default)]
+pub struct RaftStorage {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The newest snapshot, with its data, as sent to followers that are too far behind.
+    snapshot: Snapshot,
+    /// Index and term of the entry just before `entries[0]` (the compaction point).
+    offset_index: u64,
+    offset_term: u64,
+    entries: Vec<Entry>,
+    snapshot_wanted: Cell<bool>,
+}
+
+impl RaftStorage {
+    /// The hard state last set.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The newest snapshot held (index 0 when none).
+    pub fn snapshot_ref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Sets the hard state (after it is in the WAL).
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    /// Raises the commit index only (LightReady's commit, after it is in the WAL).
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    /// Sets the conf state (after `apply_conf_change`).
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
+    /// Replaces everything with `snapshot` (restart, or a snapshot received from the leader).
+    /// Entries the snapshot covers are gone; later ones are dropped too, since raft hands us
+    /// a snapshot only when our log conflicts with or lags behind it.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.get_metadata();
+        self.offset_index = meta.index;
+        self.offset_term = meta.term;
+        self.conf_state = meta.get_conf_state().clone();
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+        if self.hard_state.term < meta.term {
+            self.hard_state.term = meta.term;
+        }
+        self.entries.clear();
+        self.snapshot = snapshot;
+    }
+
+    /// Keeps `snapshot` (made locally from the state machine) for followers that need it,
+    /// without touching the log. It MUST already be saved and marked in the WAL.
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+        if snapshot.get_metadata().index >= self.snapshot.get_metadata().index {
+            self.snapshot = snapshot;
+        }
+    }
+
+    /// Appends entries after the WAL has them; a conflicting suffix is replaced (raft's rule).
+    ///
+    /// # Panics
+    /// If the first entry would leave a gap after the last one: raft-rs never asks for that.
+    pub fn append(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        assert!(
+            first.index > self.offset_index && first.index <= self.last() + 1,
+            "append at {} leaves a gap after {} (offset {})",
+            first.index,
+            self.last(),
+            self.offset_index
+        );
+        let keep = (first.index - self.offset_index - 1) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend(entries);
+    }
+
+    /// Drops entries up to and including `index` (which MUST be covered by a saved snapshot).
+    /// An index outside the log is clamped.
+    pub fn compact(&mut self, index: u64) {
+        let index = index.min(self.last());
+        if index <= self.offset_index {
+            return;
+        }
+        let drop = (index - self.offset_index) as usize;
+        self.offset_term = self.entries[drop - 1].term;
+        self.offset_index = index;
+        self.entries.drain(..drop);
+    }
+
+    /// True once since the last call if a follower needed a snapshot we could not give.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    fn last(&self) -> u64 {
+        self.offset_index + self.entries.len() as u64
+    }
+}
+
+impl Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.offset_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let lo = (low - self.offset_index - 1) as usize;
+        let hi = (high - self.offset_index - 1) as usize;
+        let mut out = self.entries[lo..hi].to_vec();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.offset_index {
+            return Ok(self.offset_term);
+        }
+        if idx < self.offset_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.offset_index - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.offset_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let meta = self.snapshot.get_metadata();
+        let cs = meta.get_conf_state();
+        let has_to = cs.voters.contains(&to) || cs.learners.contains(&to);
+        if meta.index == 0 || meta.index < request_index || !has_to {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = term;
+        s.mut_metadata().mut_conf_state().voters = voters;
+        s
+    }
+
+    // Intent: append replaces a conflicting suffix, compact keeps the term of the compaction
+    // point, and reads outside the log are errors rather than panics.
+    #[test]
+    fn append_compact_and_bounds() {
+        let mut s = RaftStorage::default();
+        s.apply_snapshot(snapshot(1, 1, vec![1, 2, 3]));
+        s.append((2..=10).map(|i| entry(i, 1)).collect());
+        s.append(vec![entry(8, 2), entry(9, 2)]);
+        assert_eq!(s.last_index().unwrap(), 9);
+        assert_eq!(s.term(8).unwrap(), 2);
+        s.compact(5);
+        assert_eq!(s.first_index().unwrap(), 6);
+        assert_eq!(s.term(5).unwrap(), 1);
+        assert!(s.term(4).is_err());
+        assert!(s
+            .entries(5, 7, None, GetEntriesContext::empty(false))
+            .is_err());
+        assert!(s
+            .entries(6, 11, None, GetEntriesContext::empty(false))
+            .is_err());
+        assert_eq!(
+            s.entries(6, 10, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            4
+        );
+    }
+
+    // Intent: trap 2, a snapshot lacking the requesting follower is never handed out; the
+    // storage asks for a fresh one instead.
+    #[test]
+    fn snapshot_must_contain_the_receiver() {
+        let mut s = RaftStorage::default();
+        s.apply_snapshot(snapshot(5, 1, vec![1, 2, 3]));
+        assert!(s.snapshot(0, 2).is_ok());
+        assert!(!s.take_snapshot_wanted());
+        assert!(s.snapshot(0, 4).is_err());
+        assert!(s.take_snapshot_wanted());
+        s.set_snapshot(snapshot(7, 1, vec![1, 2, 3, 4]));
+        assert_eq!(s.snapshot(0, 4).unwrap().get_metadata().index, 7);
+    }
+}

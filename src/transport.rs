@@ -1,0 +1,330 @@
+//! Outgoing raft messages over HTTP: one bounded queue and one sender task per peer.
+//!
+//! The raft thread calls [`Transport::send`] with each Ready's messages; it never blocks:
+//! a message that does not fit its peer's queue is dropped and counted (raft retransmits).
+//! Each peer's sender task takes everything queued (up to [`MAX_BATCH_MESSAGES`] /
+//! [`MAX_BATCH_BYTES`]) and POSTs it as one request to `<peer>/raft`, one request in flight per
+//! peer. On failure it reports the peer unreachable to the raft thread and backs off.
+//!
+//! Snapshots (`MsgSnapshot`) go on their own queue and task to `<peer>/raft/snapshot`, so a
+//! large snapshot never delays heartbeats; the outcome is reported to raft
+//! (`report_snapshot`, trap 9).
+//!
+//! Wire format of a batch body: `[len u32 LE][eraftpb::Message protobuf]` repeated. Headers
+//! name the cluster ([`HEADER_CLUSTER`], hex), the sender and the receiver.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use slog::{info, warn, Logger};
+use tokio::sync::mpsc;
+
+use crate::raft_node::Report;
+
+/// Header carrying the cluster ID in hex.
+pub const HEADER_CLUSTER: &str = "x-raft-cluster-id";
+/// Header carrying the sender's raft ID.
+pub const HEADER_FROM: &str = "x-raft-from";
+/// Header carrying the receiver's raft ID.
+pub const HEADER_TO: &str = "x-raft-to";
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE_BOUND: usize = 4096;
+/// Snapshots queued per peer (raft sends at most one at a time per follower).
+pub const SNAPSHOT_QUEUE_BOUND: usize = 2;
+/// Most messages in one request.
+pub const MAX_BATCH_MESSAGES: usize = 1024;
+/// Most bytes in one request (raft's `max_size_per_msg` is 1 MiB, so a few appends fit).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// What every sender task needs.
+#[derive(Clone)]
+struct Shared {
+    client: HttpClient,
+    cluster_id: u64,
+    self_id: u64,
+    reports: crossbeam_channel::Sender<Report>,
+    logger: Logger,
+    request_timeout: Duration,
+    dropped: Arc<AtomicU64>,
+}
+
+struct PeerLink {
+    url: String,
+    queue: mpsc::Sender<Message>,
+    snapshots: mpsc::Sender<Message>,
+}
+
+/// The raft thread's handle on all peer links.
+pub struct Transport {
+    shared: Shared,
+    runtime: tokio::runtime::Handle,
+    peers: HashMap<u64, PeerLink>,
+}
+
+impl Transport {
+    /// A transport with no peers yet. `request_timeout` bounds one batch request (a blackholed
+    /// peer then costs at most that long before the next batch).
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        cluster_id: u64,
+        self_id: u64,
+        source_addr: Option<IpAddr>,
+        request_timeout: Duration,
+        reports: crossbeam_channel::Sender<Report>,
+        logger: Logger,
+    ) -> Transport {
+        let client = http_client(source_addr);
+        Transport {
+            shared: Shared {
+                client,
+                cluster_id,
+                self_id,
+                reports,
+                logger,
+                request_timeout,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            runtime,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Messages dropped so far because a peer's queue was full or the peer is unknown.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Starts (or re-points) the link to `id`. Our own ID is ignored.
+    pub fn set_peer(&mut self, id: u64, url: &str) {
+        if id == self.shared.self_id || self.peers.get(&id).is_some_and(|p| p.url == url) {
+            return;
+        }
+        let _guard = self.runtime.enter();
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_BOUND);
+        let (snapshots, snap_rx) = mpsc::channel(SNAPSHOT_QUEUE_BOUND);
+        let url = url.trim_end_matches('/').to_string();
+        tokio::spawn(run_sender(self.shared.clone(), id, url.clone(), rx));
+        tokio::spawn(run_snapshot_sender(
+            self.shared.clone(),
+            id,
+            url.clone(),
+            snap_rx,
+        ));
+        info!(self.shared.logger, "peer link started"; "peer" => id, "url" => &url);
+        // Replacing the link drops the old senders, which ends the old tasks.
+        self.peers.insert(
+            id,
+            PeerLink {
+                url,
+                queue,
+                snapshots,
+            },
+        );
+    }
+
+    /// Stops the link to `id` (its tasks end once their queues drain).
+    pub fn remove_peer(&mut self, id: u64) {
+        if self.peers.remove(&id).is_some() {
+            info!(self.shared.logger, "peer link stopped"; "peer" => id);
+        }
+    }
+
+    /// Queues `msgs` for their receivers. Never blocks. A snapshot that cannot be queued is
+    /// reported failed at once, so raft retries it later.
+    pub fn send(&mut self, msgs: Vec<Message>) {
+        for msg in msgs {
+            let to = msg.to;
+            let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+            let Some(peer) = self.peers.get(&to) else {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if is_snapshot {
+                    let _ = self.shared.reports.send(Report::Snapshot { to, ok: false });
+                }
+                continue;
+            };
+            let queued = if is_snapshot {
+                peer.snapshots.try_send(msg).is_ok()
+            } else {
+                peer.queue.try_send(msg).is_ok()
+            };
+            if !queued {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if is_snapshot {
+                    let _ = self.shared.reports.send(Report::Snapshot { to, ok: false });
+                }
+            }
+        }
+    }
+}
+
+/// The hyper client used for peer traffic (also by the join handshake).
+pub fn http_client(source_addr: Option<IpAddr>) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    connector.set_local_address(source_addr);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(2)
+        .build(connector)
+}
+
+/// Encodes messages as a batch body.
+pub fn encode_batch(msgs: &[Message]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        let bytes = m
+            .write_to_bytes()
+            .expect("encoding a raft message cannot fail");
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver<Message>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    while let Some(first) = rx.recv().await {
+        let mut size = first.compute_size() as usize;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_MESSAGES && size < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    size += m.compute_size() as usize;
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let body = encode_batch(&batch);
+        let outcome = post(
+            &shared,
+            to,
+            &format!("{url}/raft"),
+            body,
+            shared.request_timeout,
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                if failures > 0 {
+                    info!(shared.logger, "peer reachable again"; "peer" => to, "after_failures" => failures);
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                if failures == 0 || failures.is_power_of_two() {
+                    warn!(shared.logger, "cannot send to peer"; "peer" => to, "error" => %e, "failures" => failures + 1);
+                }
+                failures += 1;
+                let _ = shared.reports.send(Report::Unreachable(to));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn run_snapshot_sender(
+    shared: Shared,
+    to: u64,
+    url: String,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let index = msg.get_snapshot().get_metadata().index;
+        info!(shared.logger, "sending snapshot"; "peer" => to, "index" => index,
+            "bytes" => msg.get_snapshot().data.len());
+        let body = encode_batch(std::slice::from_ref(&msg));
+        drop(msg);
+        let ok = match post(
+            &shared,
+            to,
+            &format!("{url}/raft/snapshot"),
+            body,
+            SNAPSHOT_TIMEOUT,
+        )
+        .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(shared.logger, "snapshot send failed"; "peer" => to, "error" => %e);
+                let _ = shared.reports.send(Report::Unreachable(to));
+                false
+            }
+        };
+        let _ = shared.reports.send(Report::Snapshot { to, ok });
+    }
+}
+
+/// Why a peer request failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("peer answered {0}: {1}")]
+    Status(StatusCode, String),
+}
+
+async fn post(
+    shared: &Shared,
+    to: u64,
+    url: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), SendError> {
+    let req = hyper::Request::post(url)
+        .header(HEADER_CLUSTER, format!("{:x}", shared.cluster_id))
+        .header(HEADER_FROM, shared.self_id.to_string())
+        .header(HEADER_TO, to.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| SendError::Http(e.to_string()))?;
+    let exchange = async {
+        let resp = shared
+            .client
+            .request(req)
+            .await
+            .map_err(|e| SendError::Http(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| SendError::Http(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_string();
+            Err(SendError::Status(status, text))
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(SendError::Timeout),
+    }
+}
