@@ -1,0 +1,135 @@
+//! Replay state: folds complete batches, in log order, into what `open` returns.
+//!
+//! Invariants kept while folding:
+//! - `entries` is contiguous and starts at `at.index + 1`;
+//! - a later entry at an index already held replaces that entry and everything after it
+//!   (raft's rule); an entry at or below `at.index` empties `entries`, since it replaced the
+//!   whole suffix above it;
+//! - `last_index` is raft's last index after every record read so far (the last entry, or a
+//!   later snapshot mark above it); `save` checks new entries against it.
+
+use raft_proto::eraftpb::{Entry, HardState};
+
+use crate::record::Record;
+use crate::scan::{BatchSink, Damage, Located};
+use crate::{Metadata, SnapshotMark};
+
+/// Accumulates the replay of one log.
+#[derive(Debug)]
+pub(crate) struct ReplayState {
+    at: (u64, u64),
+    collect_entries: bool,
+    pub metadata: Option<Metadata>,
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+    /// Marks in log order, consecutive duplicates (copies in segment heads) removed.
+    pub marks: Vec<SnapshotMark>,
+    /// Whether the mark `at` was seen.
+    pub mark_found: bool,
+    pub last_index: u64,
+    /// Highest entry index in the segment being scanned.
+    pub segment_max_index: Option<u64>,
+}
+
+impl ReplayState {
+    /// A replay starting at snapshot `at` = (index, term); entries are only kept when
+    /// `collect_entries`.
+    pub(crate) fn new(at: (u64, u64), collect_entries: bool) -> ReplayState {
+        ReplayState {
+            at,
+            collect_entries,
+            metadata: None,
+            hard_state: HardState::default(),
+            entries: Vec::new(),
+            marks: Vec::new(),
+            mark_found: false,
+            last_index: 0,
+            segment_max_index: None,
+        }
+    }
+
+    /// Call before scanning each segment; `first_read` for the oldest segment present, whose
+    /// predecessors (if any) were released.
+    pub(crate) fn begin_segment(&mut self, first_index: u64, first_read: bool) {
+        self.segment_max_index = None;
+        if first_read {
+            self.last_index = first_index.saturating_sub(1);
+        }
+    }
+
+    /// The snapshot mark with the highest index seen (ties: the latest).
+    pub(crate) fn latest_mark(&self) -> Option<&SnapshotMark> {
+        self.marks.iter().rev().max_by_key(|m| m.index)
+    }
+
+    fn entry(&mut self, offset: u64, index: u64, record: &Record<'_>) -> Result<(), Damage> {
+        let Record::Entry(e) = record else {
+            return Ok(());
+        };
+        self.segment_max_index = self.segment_max_index.max(Some(index));
+        self.last_index = index;
+        if !self.collect_entries {
+            return Ok(());
+        }
+        let at = self.at.0;
+        if index <= at {
+            self.entries.clear();
+            return Ok(());
+        }
+        let next = at + 1 + self.entries.len() as u64;
+        if index > next {
+            return Err(Damage {
+                offset,
+                index: Some(index),
+                reason: format!(
+                    "entry {index} does not follow index {} (replaying after snapshot index {at})",
+                    next - 1
+                ),
+            });
+        }
+        self.entries.truncate((index - at - 1) as usize);
+        self.entries.push(e.to_entry());
+        Ok(())
+    }
+
+    fn mark(&mut self, mark: &SnapshotMark) {
+        self.last_index = self.last_index.max(mark.index);
+        if (mark.index, mark.term) == self.at {
+            self.mark_found = true;
+        }
+        let duplicate = self
+            .marks
+            .last()
+            .is_some_and(|m| (m.index, m.term) == (mark.index, mark.term));
+        if !duplicate {
+            self.marks.push(mark.clone());
+        }
+    }
+}
+
+impl BatchSink for ReplayState {
+    fn batch(&mut self, records: &[Located<'_>]) -> Result<(), Damage> {
+        for located in records {
+            match &located.record {
+                Record::Metadata(m) => {
+                    if self.metadata.is_some_and(|known| known != *m) {
+                        return Err(Damage {
+                            offset: located.offset,
+                            index: None,
+                            reason: format!(
+                                "metadata {m:?} differs from earlier segments' {:?}",
+                                self.metadata
+                            ),
+                        });
+                    }
+                    self.metadata = Some(*m);
+                }
+                Record::HardState(hs) => self.hard_state = hs.clone(),
+                Record::SnapshotMark(mark) => self.mark(mark),
+                Record::Entry(e) => self.entry(located.offset, e.index, &located.record)?,
+                Record::CrcSeed(_) | Record::BatchCommit(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
