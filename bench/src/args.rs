@@ -59,6 +59,10 @@ pub struct Args {
     /// Bound on each request, connecting included (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Put mode: after the run, wait until every endpoint applied a sentinel write (reported
+    /// as drain=) and read back every acknowledged key (verified/lost/unverified).
+    #[arg(long)]
+    pub verify: bool,
     /// Print the result as one JSON object instead of a text line.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +124,7 @@ impl Args {
             duration: self.duration,
             max_requests: self.requests,
             request_timeout: self.timeout,
+            verify: self.verify,
         })
     }
 }

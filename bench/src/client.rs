@@ -81,8 +81,14 @@ impl Client {
     /// Sends `call` and reads the whole answer, all within the request timeout (connecting
     /// first if needed). Never takes longer than the timeout.
     pub async fn send(&mut self, call: &Call) -> Outcome {
-        match timeout(self.request_timeout, self.exchange(call)).await {
-            Ok(Ok(status)) => Outcome::Status(status),
+        self.fetch(call).await.0
+    }
+
+    /// Like [`Client::send`], and also returns the answer's body (empty unless a status
+    /// came back).
+    pub async fn fetch(&mut self, call: &Call) -> (Outcome, Bytes) {
+        let outcome = match timeout(self.request_timeout, self.exchange(call)).await {
+            Ok(Ok((status, body))) => return (Outcome::Status(status), body),
             Ok(Err(failure)) => {
                 self.conn = None;
                 match failure {
@@ -95,10 +101,11 @@ impl Client {
                 self.conn = None;
                 Outcome::Timeout
             }
-        }
+        };
+        (outcome, Bytes::new())
     }
 
-    async fn exchange(&mut self, call: &Call) -> Result<u16, Failure> {
+    async fn exchange(&mut self, call: &Call) -> Result<(u16, Bytes), Failure> {
         let request = Request::builder()
             .method(call.method.clone())
             .uri(call.path.as_str())
@@ -115,15 +122,16 @@ impl Client {
             .headers()
             .get(CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        response
+        let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|_| Failure::Io)?;
+            .map_err(|_| Failure::Io)?
+            .to_bytes();
         if closing {
             self.conn = None;
         }
-        Ok(status)
+        Ok((status, body))
     }
 
     /// A sender ready for a request: the current connection if it is still usable,

@@ -13,6 +13,7 @@
 //! - `workload.rs`: modes, keys, values.
 //! - `client.rs`: one keep-alive HTTP/1.1 connection per closed-loop client.
 //! - `run.rs`: preload, settle, timed run; all bounded in time.
+//! - `verify.rs`: `--verify`: drain time and read-back of acknowledged writes.
 //! - `report.rs`: counts, latency histogram, text and JSON output.
 //!
 //! # Invariants
@@ -26,6 +27,7 @@ mod client;
 mod endpoint;
 mod report;
 mod run;
+mod verify;
 mod workload;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::client::Outcome;
+use crate::verify::Verification;
 
 /// Highest latency the histogram resolves; longer ones are recorded as this (requests time
 /// out well before).
@@ -111,6 +112,8 @@ pub struct Report {
     pub stopped_by: StoppedBy,
     /// Everything counted.
     pub stats: Stats,
+    /// The `--verify` result (put mode).
+    pub verification: Option<Verification>,
 }
 
 impl Report {
@@ -144,9 +147,20 @@ impl Report {
                 .collect();
             format!("{}({})", self.stats.error_total(), parts.join(","))
         };
+        let verification = match &self.verification {
+            None => String::new(),
+            Some(v) => format!(
+                " drain={} verified={} lost={} unverified={}",
+                v.drained_after
+                    .map_or("never".to_owned(), |d| format!("{:.2}s", d.as_secs_f64())),
+                v.verified,
+                v.lost,
+                v.unverified
+            ),
+        };
         format!(
             "mode={} connections={} elapsed={:.2}s ok={} errors={} req/s={:.1} \
-             p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms stopped_by={}",
+             p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms stopped_by={}{}",
             self.mode,
             self.connections,
             self.elapsed.as_secs_f64(),
@@ -158,6 +172,7 @@ impl Report {
             self.stats.ms_at(0.99),
             self.stats.max_ms(),
             self.stopped_by(),
+            verification,
         )
     }
 
@@ -178,6 +193,12 @@ impl Report {
                 "max": self.stats.max_ms(),
             },
             "stopped_by": self.stopped_by(),
+            "verify": self.verification.map(|v| json!({
+                "drain_s": v.drained_after.map(|d| d.as_secs_f64()),
+                "verified": v.verified,
+                "lost": v.lost,
+                "unverified": v.unverified,
+            })),
         })
         .to_string()
     }
@@ -195,6 +216,7 @@ mod tests {
             elapsed: Duration::from_secs(2),
             stopped_by: StoppedBy::Requests,
             stats,
+            verification: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //!    commits, so its followers may lag; reading before they catch up would measure 404s.
 //! 3. Timed run: every client loops "take a ticket, send, record" until the duration has
 //!    passed or `--requests` tickets were taken, whichever comes first.
+//! 4. Verify (put mode with `--verify`): see `verify.rs`.
 //!
 //! # Bounds
 //! Nothing waits without a limit: every request is bounded by the request timeout, the
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::client::{Client, Outcome};
 use crate::endpoint::Endpoint;
 use crate::report::{Report, Stats, StoppedBy};
+use crate::verify;
 use crate::workload::{Mode, Rng, Workload};
 
 /// Tries per preload PUT before the run gives up.
@@ -52,6 +54,9 @@ pub struct Plan {
     pub max_requests: Option<u64>,
     /// Bound on each request, connect and answer included.
     pub request_timeout: Duration,
+    /// Put mode: after the run, wait for the cluster to drain and read back every
+    /// acknowledged key.
+    pub verify: bool,
 }
 
 /// Why a run could not produce a report.
@@ -104,7 +109,12 @@ pub async fn run(plan: Plan) -> Result<Report, RunError> {
         clients = preload(&plan, clients).await?;
         clients = settle(&plan, clients).await?;
     }
-    timed(&plan, clients).await
+    let (mut report, clients, acked) = timed(&plan, clients).await?;
+    if plan.verify && plan.mode == Mode::Put {
+        let run_ended = Instant::now();
+        report.verification = Some(verify::verify(&plan, clients, acked, run_ended).await?);
+    }
+    Ok(report)
 }
 
 /// Phase 1: writes keys `0..keys`.
@@ -196,20 +206,30 @@ async fn settle(
         }
     })
     .await?;
+    let mut missing_per_endpoint = vec![0u64; plan.endpoints.len()];
     for (i, _, missing) in &results {
-        if *missing > 0 {
-            return Err(RunError::Settle {
-                missing: *missing,
-                endpoint: plan.endpoints[i % plan.endpoints.len()].clone(),
-                waited_s: SETTLE_TIMEOUT.as_secs(),
-            });
-        }
+        missing_per_endpoint[i % plan.endpoints.len()] += missing;
+    }
+    if let Some((e, &missing)) = missing_per_endpoint
+        .iter()
+        .enumerate()
+        .find(|(_, &m)| m > 0)
+    {
+        return Err(RunError::Settle {
+            missing,
+            endpoint: plan.endpoints[e].clone(),
+            waited_s: SETTLE_TIMEOUT.as_secs(),
+        });
     }
     Ok(results.into_iter().map(|(i, c, _)| (i, c)).collect())
 }
 
+/// The clients handed back after the timed run, and (put mode with verify) the tickets of
+/// acknowledged writes.
+type Timed = (Report, Vec<(usize, Client)>, Vec<u64>);
+
 /// Phase 3: the closed loop, bounded by time and by request count.
-async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Report, RunError> {
+async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Timed, RunError> {
     let max_requests = plan.max_requests.unwrap_or(u64::MAX);
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -223,6 +243,8 @@ async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Report
         async move {
             let mut rng = Rng::new(seed ^ i as u64);
             let mut stats = Stats::default();
+            let mut acked = Vec::new();
+            let keep_acked = plan.verify && plan.mode == Mode::Put;
             while Instant::now() < deadline {
                 let ticket = issued.fetch_add(1, Ordering::Relaxed);
                 if ticket >= max_requests {
@@ -232,37 +254,46 @@ async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Report
                 let sent = Instant::now();
                 let outcome = client.send(&call).await;
                 stats.record(outcome, sent.elapsed());
+                if keep_acked && matches!(outcome, Outcome::Status(200..=299)) {
+                    acked.push(ticket);
+                }
                 if outcome == Outcome::Connect {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-            (client, stats)
+            (client, (stats, acked))
         }
     })
     .await?;
     let elapsed = started.elapsed();
     let mut stats = Stats::default();
-    for (_, _, s) in &results {
-        stats.merge(s);
+    let mut acked = Vec::new();
+    let mut clients = Vec::with_capacity(results.len());
+    for (i, client, (s, a)) in results {
+        stats.merge(&s);
+        acked.extend(a);
+        clients.push((i, client));
     }
     let stopped_by = if issued.load(Ordering::Relaxed) >= max_requests {
         StoppedBy::Requests
     } else {
         StoppedBy::Duration
     };
-    Ok(Report {
+    let report = Report {
         mode: plan.mode.name(),
         connections: plan.connections,
         endpoints: plan.endpoints.iter().map(ToString::to_string).collect(),
         elapsed,
         stopped_by,
         stats,
-    })
+        verification: None,
+    };
+    Ok((report, clients, acked))
 }
 
 /// Runs `work(index, client)` for every client on its own task and collects the results in
 /// client order, handing each client back.
-async fn spawn_all<F, Fut, T>(
+pub(crate) async fn spawn_all<F, Fut, T>(
     clients: Vec<(usize, Client)>,
     work: F,
 ) -> Result<Vec<(usize, Client, T)>, RunError>

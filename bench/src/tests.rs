@@ -27,6 +27,8 @@ enum Behaviour {
     Status(u16),
     /// Reads the request and never answers.
     Silent,
+    /// Like Kv, but acknowledges and then loses PUTs of keys ending in an odd digit.
+    Lossy,
 }
 
 /// What the fake server saw: stored values and every request target.
@@ -69,12 +71,15 @@ async fn answer(
     let status = match behaviour {
         Behaviour::Silent => std::future::pending().await,
         Behaviour::Status(code) => StatusCode::from_u16(code).unwrap(),
-        Behaviour::Kv => {
+        Behaviour::Kv | Behaviour::Lossy => {
             let mut seen = seen.lock().unwrap();
             seen.targets.push(target.clone());
             match method {
                 Method::PUT => {
-                    seen.store.insert(target, body);
+                    let odd = target.ends_with(['1', '3', '5', '7', '9']);
+                    if !(odd && matches!(behaviour, Behaviour::Lossy)) {
+                        seen.store.insert(target, body);
+                    }
                     StatusCode::NO_CONTENT
                 }
                 _ => match seen.store.get(&target) {
@@ -98,6 +103,7 @@ fn plan(endpoints: Vec<Endpoint>, mode: Mode, requests: Option<u64>, duration: D
         duration,
         max_requests: requests,
         request_timeout: Duration::from_millis(300),
+        verify: false,
     }
 }
 
@@ -232,4 +238,40 @@ async fn preload_failure_fails_the_run_promptly() {
     .await;
     assert!(matches!(result, Err(RunError::Preload { .. })));
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn verify_reads_back_every_acknowledged_write() {
+    // Intent: against an honest store, --verify drains at once and verifies every ok PUT.
+    let (endpoint, _) = fake_server(Behaviour::Kv).await;
+    let mut plan = plan(
+        vec![endpoint],
+        Mode::Put,
+        Some(100),
+        Duration::from_secs(60),
+    );
+    plan.verify = true;
+    let report = run(plan).await.unwrap();
+    let v = report.verification.unwrap();
+    assert!(v.drained_after.is_some());
+    assert_eq!((v.verified, v.lost, v.unverified), (100, 0, 0));
+}
+
+#[tokio::test]
+async fn verify_catches_acknowledged_writes_that_were_lost() {
+    // Intent: a store that answers 204 and drops half of the writes is caught: the dropped
+    // keys are reported as lost.
+    let (endpoint, _) = fake_server(Behaviour::Lossy).await;
+    let mut plan = plan(
+        vec![endpoint],
+        Mode::Put,
+        Some(100),
+        Duration::from_secs(60),
+    );
+    plan.verify = true;
+    let report = run(plan).await.unwrap();
+    assert_eq!(report.stats.ok(), 100);
+    let v = report.verification.unwrap();
+    assert_eq!((v.verified, v.lost, v.unverified), (50, 50, 0));
+    assert!(report.line().contains("lost=50"), "{}", report.line());
 }

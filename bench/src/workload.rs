@@ -91,6 +91,26 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// The PUT of this run's drain sentinel key (outside the numbered keys) to `value`.
+    pub fn sentinel_put(&self, value: &str) -> Call {
+        Call {
+            method: Method::PUT,
+            path: format!("/{}sentinel", self.key_prefix),
+            body: Bytes::copy_from_slice(value.as_bytes()),
+        }
+    }
+
+    /// The GET of this run's drain sentinel key.
+    pub fn sentinel_get(&self) -> Call {
+        Call {
+            method: Method::GET,
+            path: format!("/{}sentinel", self.key_prefix),
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// A printable value of exactly `size` bytes.
 fn value_of(size: usize) -> Bytes {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
