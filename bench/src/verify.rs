@@ -109,10 +109,7 @@ async fn check(
         let cursor = cursor.clone();
         async move {
             let mut counts = (0u64, 0u64, 0u64);
-            loop {
-                let Some(&ticket) = acked.get(cursor.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
+            while let Some(&ticket) = acked.get(cursor.fetch_add(1, Ordering::Relaxed)) {
                 if Instant::now() >= deadline {
                     counts.2 += 1;
                     continue;
