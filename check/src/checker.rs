@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::history::{History, OpKind, Outcome};
+use crate::history::{History, OpKind, Operation, Outcome};
 use crate::report::{Report, Violation};
 use crate::search::{search, Answer, Input, Limits, SearchOp, State, ABSENT, NEVER};
 
@@ -88,7 +88,7 @@ pub fn check_history_with(history: &History, limits: &CheckLimits) -> Report {
         violations: Vec::new(),
         unknown_keys: Vec::new(),
     };
-    for ((key, _), verdict) in keys.iter().zip(verdicts) {
+    for ((key, indices), verdict) in keys.iter().zip(verdicts) {
         match verdict {
             KeyVerdict::Linearizable => {}
             KeyVerdict::Unknown => report.unknown_keys.push(key.to_string()),
@@ -99,6 +99,7 @@ pub fn check_history_with(history: &History, limits: &CheckLimits) -> Report {
                 window.sort_by_key(|&i| (history.ops[i].invoked, i));
                 report.violations.push(Violation {
                     key: key.to_string(),
+                    writers: writers_outside(history, indices, &window),
                     window: window.iter().map(|&i| history.ops[i].clone()).collect(),
                     earlier_ops,
                 });
@@ -106,6 +107,25 @@ pub fn check_history_with(history: &History, limits: &CheckLimits) -> Report {
         }
     }
     report
+}
+
+/// The writes among `indices` but outside `window` of values that reads in `window`
+/// returned, whatever their outcome: the context a person needs to read the window.
+fn writers_outside(history: &History, indices: &[usize], window: &[usize]) -> Vec<Operation> {
+    let read: HashSet<&str> = window
+        .iter()
+        .filter_map(|&i| match &history.ops[i].outcome {
+            Outcome::Read(Some(value)) => Some(value.as_str()),
+            _ => None,
+        })
+        .collect();
+    indices
+        .iter()
+        .filter(|i| !window.contains(i))
+        .map(|&i| &history.ops[i])
+        .filter(|op| matches!(&op.kind, OpKind::Put { value } if read.contains(value.as_str())))
+        .cloned()
+        .collect()
 }
 
 fn check_keys_in_parallel(

@@ -110,7 +110,7 @@ impl History {
 }
 
 impl fmt::Display for Operation {
-    /// One line for people, e.g. `c3 put ck-1f-2 "1f-3-17" 1.203s..1.205s done (204)`.
+    /// One line for people, e.g. `c3 put ck-1f-2 "1f-3-17" 1.203110s..1.205034s done (204)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "c{} ", self.client)?;
         match &self.kind {
@@ -120,7 +120,7 @@ impl fmt::Display for Operation {
         }
         write!(
             f,
-            " {:.3}s..{:.3}s ",
+            " {:.6}s..{:.6}s ",
             self.invoked.as_secs_f64(),
             self.completed.as_secs_f64()
         )?;

@@ -26,6 +26,9 @@ pub struct Violation {
     pub window: Vec<Operation>,
     /// How many operations on `key` completed before the window began.
     pub earlier_ops: usize,
+    /// For people: the writes outside the window of values the window's reads returned,
+    /// whatever their outcome (e.g. the 503'd write whose value was read anyway).
+    pub writers: Vec<Operation>,
 }
 
 /// The result of [`crate::check_history`].
@@ -110,6 +113,9 @@ impl Report {
             );
             for op in &v.window {
                 let _ = writeln!(out, "  {op}");
+            }
+            for op in &v.writers {
+                let _ = writeln!(out, "  where the value read was written by: {op}");
             }
         }
         out

@@ -167,12 +167,19 @@ fn read_of_a_never_written_value_is_caught() {
 #[test]
 fn read_of_a_write_known_not_applied_is_caught() {
     // Intent: a 503 promises the write did not happen; seeing its value is a violation.
-    let window = assert_violation(vec![
+    let ops = vec![
         put(1, "a", 0, 1),
         put_with(2, "b", 2, 3, Outcome::NotApplied),
         get(3, 4, 5, Some("b")),
-    ]);
-    assert_eq!(window, vec![get(3, 4, 5, Some("b"))]);
+    ];
+    let report = check_history(&history(ops.clone()));
+    assert_eq!(assert_violation(ops), vec![get(3, 4, 5, Some("b"))]);
+    // The report names the 503'd write as where the value came from.
+    assert_eq!(
+        report.violations[0].writers,
+        vec![put_with(2, "b", 2, 3, Outcome::NotApplied)]
+    );
+    assert!(report.details().contains("written by: c2 put k \"b\""));
 }
 
 #[test]
