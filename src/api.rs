@@ -158,6 +158,10 @@ impl Api {
                 StatusCode::CONFLICT,
                 format!("node {id} is already a member: remove it first to re-add it"),
             ),
+            Refusal::NotCaughtUp(id) => text(
+                StatusCode::CONFLICT,
+                format!("learner {id} has not caught up with the log yet: retry the promotion shortly"),
+            ),
             Refusal::NotMember(id) => text(
                 StatusCode::CONFLICT,
                 format!("node {id} is not a member that can take this change: check GET /members"),
@@ -409,7 +413,9 @@ impl Api {
 
     async fn status(&self, deadline: Instant) -> Result<StatusReport, Answer> {
         let mut report = self.ask(deadline, |done| Msg::Status { done }).await?;
-        report.applied_index = *self.applied.borrow();
+        let (applied_index, digest) = self.kv.digest();
+        report.applied_index = applied_index;
+        report.state_digest = format!("{digest:016x}");
         Ok(report)
     }
 

@@ -98,12 +98,8 @@ impl ApplyWorker {
                 match Request::decode(&e.data) {
                     Ok(Request { id, command }) => {
                         match command {
-                            Command::Put { key, value } => {
-                                map.insert(key, value);
-                            }
-                            Command::Delete { key } => {
-                                map.remove(&key);
-                            }
+                            Command::Put { key, value } => map.put(key, value),
+                            Command::Delete { key } => map.delete(&key),
                         }
                         done.push((
                             id,
@@ -117,6 +113,7 @@ impl ApplyWorker {
                         "index" => e.index, "error" => %err),
                 }
             }
+            map.applied_index = last.index;
         });
         self.applied = last;
         self.waiters.complete_all(done);
@@ -125,7 +122,7 @@ impl ApplyWorker {
 
     fn restore(&mut self, snapshot: Snapshot) {
         let meta = snapshot.get_metadata();
-        match self.kv.restore(&snapshot.data) {
+        match self.kv.restore(&snapshot.data, meta.index) {
             Ok(_) => {
                 self.applied = Applied {
                     index: meta.index,

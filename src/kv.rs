@@ -23,7 +23,45 @@ const MAGIC: &[u8; 8] = b"RXKVIMG1";
 /// The key-value map.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    map: RwLock<HashMap<Bytes, Bytes>>,
+    state: RwLock<KvState>,
+}
+
+/// The map and a digest of its contents that every replica computes alike: the XOR of an
+/// FNV-1a hash of each (key, value) pair, kept up to date on every change, so replicas can be
+/// compared in `GET /status` without hashing the whole map.
+#[derive(Debug, Default)]
+pub struct KvState {
+    map: HashMap<Bytes, Bytes>,
+    digest: u64,
+    /// Index of the last entry applied to this state.
+    pub applied_index: u64,
+}
+
+fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let len = (key.len() as u64).to_le_bytes();
+    for byte in len.iter().chain(key).chain(value) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+impl KvState {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Bytes, value: Bytes) {
+        self.digest ^= pair_hash(&key, &value);
+        if let Some(old) = self.map.insert(key.clone(), value) {
+            self.digest ^= pair_hash(&key, &old);
+        }
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.digest ^= pair_hash(key, &old);
+        }
+    }
 }
 
 /// An image that does not decode.
@@ -40,12 +78,18 @@ impl From<MembershipDecodeError> for ImageError {
 impl KvStore {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.read().get(key).cloned()
+        self.read().map.get(key).cloned()
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().map.len()
+    }
+
+    /// The applied index and the digest of the contents at it (see [`KvState`]).
+    pub fn digest(&self) -> (u64, u64) {
+        let state = self.read();
+        (state.applied_index, state.digest)
     }
 
     /// True when there are no keys.
@@ -53,19 +97,20 @@ impl KvStore {
         self.len() == 0
     }
 
-    /// Runs `f` with the map locked for writing (one lock per batch of committed entries).
-    pub fn write_batch<R>(&self, f: impl FnOnce(&mut HashMap<Bytes, Bytes>) -> R) -> R {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        f(&mut map)
+    /// Runs `f` with the state locked for writing (one lock per batch of committed entries).
+    pub fn write_batch<R>(&self, f: impl FnOnce(&mut KvState) -> R) -> R {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Bytes, Bytes>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, KvState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The snapshot image of `membership` and the current map.
     pub fn image(&self, membership: &Membership) -> Vec<u8> {
-        let map = self.read();
+        let state = self.read();
+        let map = &state.map;
         let size: usize = map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
         let mut out = Vec::with_capacity(64 + size);
         out.extend_from_slice(MAGIC);
@@ -80,17 +125,22 @@ impl KvStore {
         out
     }
 
-    /// Replaces the map with the one in `image`; returns the image's membership.
+    /// Replaces the map with the one in `image`, taken at `index`; returns the image's
+    /// membership.
     ///
     /// # Errors
     /// [`ImageError`] when the image is malformed; the map is then unchanged.
-    pub fn restore(&self, image: &Bytes) -> Result<Membership, ImageError> {
+    pub fn restore(&self, image: &Bytes, index: u64) -> Result<Membership, ImageError> {
         let (membership, pairs) = decode_image(image)?;
-        let mut map = HashMap::with_capacity(pairs.len());
+        let mut fresh = KvState {
+            map: HashMap::with_capacity(pairs.len()),
+            digest: 0,
+            applied_index: index,
+        };
         for (k, v) in pairs {
-            map.insert(k, v);
+            fresh.put(k, v);
         }
-        self.write_batch(|m| *m = map);
+        self.write_batch(|state| *state = fresh);
         Ok(membership)
     }
 }
@@ -161,8 +211,11 @@ mod tests {
     fn image_round_trip_and_damage() {
         let kv = KvStore::default();
         kv.write_batch(|m| {
-            m.insert(Bytes::from_static(b"a"), Bytes::from_static(b"1"));
-            m.insert(Bytes::from_static(b"bb"), Bytes::from_static(b""));
+            m.put(Bytes::from_static(b"a"), Bytes::from_static(b"0"));
+            m.put(Bytes::from_static(b"a"), Bytes::from_static(b"1"));
+            m.put(Bytes::from_static(b"bb"), Bytes::from_static(b""));
+            m.put(Bytes::from_static(b"gone"), Bytes::from_static(b"x"));
+            m.delete(b"gone");
         });
         let members = Membership::initial(&["http://127.0.0.1:1".into()]);
         let image = Bytes::from(kv.image(&members));
@@ -170,15 +223,17 @@ mod tests {
         assert_eq!(image_membership(&image).unwrap(), members);
 
         let other = KvStore::default();
-        assert_eq!(other.restore(&image).unwrap(), members);
+        assert_eq!(other.restore(&image, 5).unwrap(), members);
         assert_eq!(other.get(b"a").unwrap(), Bytes::from_static(b"1"));
         assert_eq!(other.get(b"bb").unwrap(), Bytes::new());
         assert_eq!(other.len(), 2);
+        assert_eq!(other.digest(), (5, kv.digest().1), "same contents, same digest");
+        assert_ne!(kv.digest().1, 0);
 
         for cut in 0..image.len() {
             let damaged = image.slice(..cut);
             assert!(validate_image(&damaged).is_err());
-            assert!(other.restore(&damaged).is_err());
+            assert!(other.restore(&damaged, 6).is_err());
         }
         let mut longer = image.to_vec();
         longer.push(0);

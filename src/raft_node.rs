@@ -72,10 +72,17 @@ pub enum Refusal {
     /// The node to remove or promote is not a member (or not a learner).
     #[error("node {0} is not a member that can take this change")]
     NotMember(u64),
+    /// The learner to promote has not caught up with the leader's log yet.
+    #[error("learner {0} has not caught up yet")]
+    NotCaughtUp(u64),
     /// The node is shutting down.
     #[error("this node is shutting down")]
     ShuttingDown,
 }
+
+/// A learner is caught up when its match index is at most this many entries behind the
+/// leader's commit index.
+const PROMOTE_MAX_LAG: u64 = 100;
 
 /// A membership change request.
 #[derive(Debug, Clone)]
@@ -151,6 +158,8 @@ pub enum Report {
     },
     /// The apply worker saved this snapshot file; the WAL mark comes next.
     SnapshotSaved(Snapshot),
+    /// A peer answered 410: this node was removed while it was away.
+    Removed,
 }
 
 /// Why the loop ended.
@@ -192,6 +201,8 @@ pub struct StatusReport {
     pub progress: Option<Vec<PeerProgress>>,
     /// Peer messages dropped because a queue was full.
     pub dropped_messages: u64,
+    /// Digest of the state machine at `applied_index` (filled in by the API), hex.
+    pub state_digest: String,
 }
 
 /// One follower's progress, as the leader sees it.
@@ -252,6 +263,9 @@ pub struct RaftNode {
     removed: bool,
     stopping: Option<Instant>,
     transfers: Vec<(u64, Instant, oneshot::Sender<Result<(), Refusal>>)>,
+    /// Removals of the current leader waiting for leadership to move first (trap 6):
+    /// (node, request ID, when to propose anyway).
+    deferred_removals: Vec<(u64, u64, Instant)>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -310,8 +324,13 @@ impl RaftNode {
             removed: false,
             stopping: None,
             transfers: Vec::new(),
+            deferred_removals: Vec::new(),
         };
         node.sync_peers();
+        // A lone voter need not wait an election timeout to lead.
+        if node.conf_state.voters == [node.config.id] && node.conf_state.learners.is_empty() {
+            let _ = node.raw.campaign();
+        }
         node
     }
 
@@ -352,6 +371,7 @@ impl RaftNode {
                 }
                 self.retry_reads(now);
                 self.check_transfers(now);
+                self.propose_deferred_removals(now);
             }
             self.issue_reads();
             if self.raw.has_ready() {
@@ -418,6 +438,10 @@ impl RaftNode {
                 self.raw.report_snapshot(to, status);
             }
             Report::SnapshotSaved(snapshot) => self.on_snapshot_saved(snapshot),
+            Report::Removed => {
+                info!(self.logger, "a peer says this node was removed from the cluster: shutting down");
+                self.removed = true;
+            }
         }
     }
 
@@ -464,10 +488,26 @@ impl RaftNode {
                 learner: false,
             } => (ConfChangeType::AddNode, url),
             MemberChange::Promote if !is_learner => return Err(Refusal::NotMember(id)),
+            MemberChange::Promote if !self.learner_caught_up(id) => {
+                return Err(Refusal::NotCaughtUp(id))
+            }
             MemberChange::Promote => (ConfChangeType::AddNode, String::new()),
             MemberChange::Remove if !is_voter && !is_learner => return Err(Refusal::NotMember(id)),
+            MemberChange::Remove if id == self.raw.raft.leader_id && self.voters_besides(id) => {
+                return self.defer_leader_removal(id, request_id);
+            }
             MemberChange::Remove => (ConfChangeType::RemoveNode, String::new()),
         };
+        self.propose_conf_change(id, change_type, url, request_id)
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        id: u64,
+        change_type: ConfChangeType,
+        url: String,
+        request_id: u64,
+    ) -> Result<(), Refusal> {
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
@@ -475,6 +515,73 @@ impl RaftNode {
         self.raw
             .propose_conf_change(Vec::new(), cc)
             .map_err(|_| Refusal::Dropped)
+    }
+
+    /// On the leader: whether learner `id` replicated close enough to the commit index. A
+    /// follower cannot tell and lets the leader's log decide.
+    fn learner_caught_up(&self, id: u64) -> bool {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return true;
+        }
+        raft.prs()
+            .get(id)
+            .is_some_and(|pr| pr.matched + PROMOTE_MAX_LAG >= raft.raft_log.committed)
+    }
+
+    fn voters_besides(&self, id: u64) -> bool {
+        self.conf_state.voters.iter().any(|v| *v != id)
+    }
+
+    /// Trap 6: a removed leader does not step down in raft-rs 0.7. Move leadership away from
+    /// `id` first (to this node if it is a voter and not `id`, else to the most up-to-date
+    /// voter), and propose the removal once another node leads, or at the deadline anyway.
+    fn defer_leader_removal(&mut self, id: u64, request_id: u64) -> Result<(), Refusal> {
+        let me = self.config.id;
+        let target = if me != id && self.conf_state.voters.contains(&me) {
+            Some(me)
+        } else {
+            self.best_transferee()
+        };
+        let Some(target) = target else {
+            return Err(Refusal::Dropped);
+        };
+        info!(self.logger, "moving leadership before removing the leader"; "leader" => id, "to" => target);
+        self.raw.transfer_leader(target);
+        let patience = self.config.tick_interval * self.config.election_ticks as u32 * 2;
+        self.deferred_removals
+            .push((id, request_id, Instant::now() + patience));
+        Ok(())
+    }
+
+    fn propose_deferred_removals(&mut self, now: Instant) {
+        let leader = self.raw.raft.leader_id;
+        let mut i = 0;
+        while i < self.deferred_removals.len() {
+            let (id, request_id, give_up) = self.deferred_removals[i];
+            if (leader != 0 && leader != id) || now >= give_up {
+                self.deferred_removals.swap_remove(i);
+                let proposed =
+                    self.propose_conf_change(id, ConfChangeType::RemoveNode, String::new(), request_id);
+                if let Err(refusal) = proposed {
+                    self.waiters.complete(request_id, Err(refusal.to_string()));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The voter other than this node with the highest match index (leader only).
+    fn best_transferee(&self) -> Option<u64> {
+        let me = self.config.id;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me && self.conf_state.voters.contains(id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id)
     }
 
     /// Steps one peer message. A heartbeat's commit index is clamped to our log: raft-rs would
@@ -831,16 +938,7 @@ impl RaftNode {
             self.stopping = Some(Instant::now());
             return;
         }
-        let me = self.config.id;
-        let best = self
-            .raw
-            .raft
-            .prs()
-            .iter()
-            .filter(|(id, _)| **id != me && self.conf_state.voters.contains(id))
-            .max_by_key(|(_, pr)| pr.matched)
-            .map(|(id, _)| *id);
-        match best {
+        match self.best_transferee() {
             Some(to) => {
                 info!(self.logger, "shutting down: transferring leadership"; "to" => to);
                 self.raw.transfer_leader(to);
@@ -912,6 +1010,7 @@ impl RaftNode {
             learners: pick(&learners),
             progress,
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
+            state_digest: String::new(),
         }
     }
 }

@@ -166,7 +166,7 @@ pub fn recover(
     let mut membership = Membership::default();
     if let Some(snapshot) = snapshot {
         membership = kv
-            .restore(&snapshot.data)
+            .restore(&snapshot.data, at.0)
             .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?;
         storage.apply_snapshot(snapshot);
     }

@@ -231,6 +231,11 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
                 failures = 0;
                 backoff = BACKOFF_MIN;
             }
+            Err(SendError::Status(StatusCode::GONE, _)) => {
+                warn!(shared.logger, "peer says this node was removed from the cluster"; "peer" => to);
+                let _ = shared.reports.send(Report::Removed);
+                tokio::time::sleep(BACKOFF_MAX).await;
+            }
             Err(e) => {
                 if failures == 0 || failures.is_power_of_two() {
                     warn!(shared.logger, "cannot send to peer"; "peer" => to, "error" => %e, "failures" => failures + 1);

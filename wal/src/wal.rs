@@ -250,6 +250,11 @@ impl Wal {
         self.tail_repair.as_ref()
     }
 
+    /// The active segment and the offset at which the next batch will be written.
+    pub fn write_position(&self) -> (&Path, u64) {
+        (&self.active.path, self.active.offset)
+    }
+
     /// Raft's last index as this log knows it: the last entry saved, or a later snapshot mark.
     pub fn last_index(&self) -> u64 {
         self.last_index
