@@ -129,7 +129,11 @@ impl Model {
 
     /// Offset where batch `k` (0-based) starts; it MUST share its file with batch `k - 1`.
     pub fn batch_start(&self, k: usize) -> u64 {
-        assert_eq!(self.ends[k].file, self.ends[k - 1].file, "batch {k} starts a segment");
+        assert_eq!(
+            self.ends[k].file,
+            self.ends[k - 1].file,
+            "batch {k} starts a segment"
+        );
         self.ends[k - 1].offset
     }
 }
@@ -164,15 +168,14 @@ pub fn write_small_log(dir: &Path, batches: usize) -> Model {
 }
 
 /// Appends small batches until the last three batches are in the same segment.
-fn ensure_last_batches_share_a_segment(
-    wal: &mut Wal,
-    model: &mut Model,
-    mut next: u64,
-    term: u64,
-) {
+fn ensure_last_batches_share_a_segment(wal: &mut Wal, model: &mut Model, mut next: u64, term: u64) {
     loop {
         let n = model.ends.len();
-        if n >= 3 && model.ends[n - 3..].iter().all(|e| e.file == model.ends[n - 1].file) {
+        if n >= 3
+            && model.ends[n - 3..]
+                .iter()
+                .all(|e| e.file == model.ends[n - 1].file)
+        {
             return;
         }
         model.save(wal, None, vec![entry(next, term, 16)]);

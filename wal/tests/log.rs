@@ -1,0 +1,264 @@
+//! Round trips through real files: create, save, reopen, append, snapshot marks, release.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use wal::{Entry, Error, Options, Wal};
+
+/// Writes `batches` batches of 1..4 entries (with a leader change every 40 batches that
+/// overwrites the last 3 entries, and a mark every 25 batches) and returns the model.
+fn write_many(wal: &mut Wal, model: &mut Model, batches: usize, next: &mut u64, term: &mut u64) {
+    for b in 0..batches {
+        if b % 25 == 24 {
+            let index = *next - 1;
+            model.save_mark(wal, &mark(index, *term));
+            continue;
+        }
+        if b % 40 == 39 {
+            *term += 1;
+            *next -= 3;
+        }
+        let count = 1 + b % 4;
+        let entries: Vec<Entry> = (0..count)
+            .map(|i| entry(*next + i as u64, *term, (b * 7 + i * 11) % 200))
+            .collect();
+        *next += count as u64;
+        let hs = hard_state(*term, 2, *next - 1);
+        model.save(wal, Some(hs), entries);
+    }
+}
+
+// Intent: entries, hard states and marks survive a reopen across many small segments,
+// including suffix overwrites; reopening at a mark returns exactly the entries after it; and a
+// reopened log can be appended to and reopened again.
+#[test]
+fn round_trip_across_many_segments_reopen_and_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let mut model = Model::new();
+    let (mut next, mut term) = (1, 1);
+    write_many(&mut wal, &mut model, 150, &mut next, &mut term);
+    drop(wal);
+    assert!(segment_files(dir.path()).len() > 20, "many segments");
+
+    let (mut wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(replay.metadata, METADATA);
+    assert_eq!(&state_of(&replay), model.last());
+    assert!(wal.tail_repair().is_none());
+    write_many(&mut wal, &mut model, 60, &mut next, &mut term);
+    drop(wal);
+
+    let (wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(&state_of(&replay), model.last());
+    assert_eq!(wal.last_index(), next - 1);
+    drop(wal);
+
+    let marks = Wal::snapshot_marks(dir.path(), &small_options()).unwrap();
+    assert_eq!(marks.len(), 8, "{marks:?}");
+    for m in [&marks[0], &marks[5]] {
+        let (_wal, replay) = Wal::open(dir.path(), (m.index, m.term), small_options()).unwrap();
+        let after: Vec<Entry> = model
+            .last()
+            .entries
+            .iter()
+            .filter(|e| e.index > m.index)
+            .cloned()
+            .collect();
+        assert_eq!(replay.entries, after);
+        assert_eq!(replay.hard_state, model.last().hard_state);
+    }
+}
+
+// Intent: a mark the log does not hold (wrong term or index) is refused.
+#[test]
+fn open_at_unknown_mark_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let mut model = Model::new();
+    model.save(&mut wal, None, vec![entry(1, 1, 10), entry(2, 1, 10)]);
+    model.save_mark(&mut wal, &mark(2, 1));
+    drop(wal);
+    let err = Wal::open(dir.path(), (2, 2), small_options()).unwrap_err();
+    assert!(
+        matches!(err, Error::SnapshotMarkNotFound { index: 2, term: 2 }),
+        "{err}"
+    );
+    let (_wal, replay) = Wal::open(dir.path(), (2, 1), small_options()).unwrap();
+    assert!(replay.entries.is_empty());
+}
+
+// Intent: snapshot_marks lists only marks covered by the last hard state's commit (a mark
+// saved just before a crash, ahead of its hard state, must not be offered).
+#[test]
+fn snapshot_marks_are_valid_only_up_to_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 5)).collect();
+    wal.save(Some(&hard_state(1, 1, 5)), &entries, true)
+        .unwrap();
+    wal.save_snapshot_mark(&mark(4, 1)).unwrap();
+    wal.save_snapshot_mark(&mark(8, 1)).unwrap();
+    let listed = |dir| Wal::snapshot_marks(dir, &small_options()).unwrap();
+    assert_eq!(listed(dir.path()), vec![mark(4, 1)]);
+    wal.save(Some(&hard_state(1, 1, 10)), &[], true).unwrap();
+    assert_eq!(listed(dir.path()), vec![mark(4, 1), mark(8, 1)]);
+}
+
+// Intent: release_to deletes exactly the closed segments whose entries are all at or below
+// the index; the log still opens at the mark with the right hard state and entries, and
+// no longer from the beginning.
+#[test]
+fn release_to_deletes_old_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let mut model = Model::new();
+    let (mut next, mut term) = (1, 1);
+    write_many(&mut wal, &mut model, 60, &mut next, &mut term);
+    let snap = mark(next - 5, term);
+    model.save_mark(&mut wal, &snap);
+    write_many(&mut wal, &mut model, 5, &mut next, &mut term);
+    let before = segment_files(dir.path());
+
+    wal.release_to(snap.index).unwrap();
+    let after = segment_files(dir.path());
+    assert!(after.len() < before.len(), "something released");
+    assert_eq!(
+        after,
+        before[before.len() - after.len()..],
+        "a prefix was deleted"
+    );
+    // Appending to the released log still works and survives a reopen.
+    write_many(&mut wal, &mut model, 3, &mut next, &mut term);
+    drop(wal);
+
+    let (wal, replay) = Wal::open(dir.path(), (snap.index, snap.term), small_options()).unwrap();
+    let expected: Vec<Entry> = model
+        .last()
+        .entries
+        .iter()
+        .filter(|e| e.index > snap.index)
+        .cloned()
+        .collect();
+    assert_eq!(replay.entries, expected);
+    assert_eq!(replay.hard_state, model.last().hard_state);
+    drop(wal);
+    let err = Wal::open(dir.path(), (0, 0), small_options()).unwrap_err();
+    assert!(matches!(err, Error::MissingSegment { seq: 0, .. }), "{err}");
+    assert!(Wal::snapshot_marks(dir.path(), &small_options())
+        .unwrap()
+        .contains(&snap));
+}
+
+// Intent: a batch bigger than a segment gets a segment of its own and reads back.
+#[test]
+fn batch_larger_than_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let entries: Vec<Entry> = (1..=3).map(|i| entry(i, 1, 3000)).collect();
+    wal.save(Some(&hard_state(1, 1, 3)), &entries, true)
+        .unwrap();
+    wal.save(None, &[entry(4, 1, 10)], true).unwrap();
+    drop(wal);
+    let (_wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(replay.entries.len(), 4);
+    assert_eq!(replay.entries[..3], entries[..]);
+}
+
+// Intent: refused input writes nothing and leaves the log usable.
+#[test]
+fn refused_input_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    wal.save(None, &[entry(1, 1, 10)], true).unwrap();
+    let too_big = wal.save(None, &[entry(2, 1, 10), entry(3, 1, 5000)], true);
+    assert!(matches!(
+        too_big,
+        Err(Error::RecordTooLarge { max: 4096, .. })
+    ));
+    let gap = wal.save(None, &[entry(3, 1, 10)], true);
+    assert!(matches!(gap, Err(Error::InvalidInput { .. })), "{gap:?}");
+    let holes = wal.save(None, &[entry(2, 1, 10), entry(4, 1, 10)], true);
+    assert!(
+        matches!(holes, Err(Error::InvalidInput { .. })),
+        "{holes:?}"
+    );
+    wal.save(None, &[entry(2, 1, 10)], true).unwrap();
+    drop(wal);
+    let (_wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(replay.entries, vec![entry(1, 1, 10), entry(2, 1, 10)]);
+}
+
+// Intent: create refuses an existing log, open refuses a missing one, a second open of the
+// same log is refused while the first is alive, and bad options are refused.
+#[test]
+fn create_open_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Wal::open(dir.path(), (0, 0), small_options()).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(!Wal::exists(dir.path()));
+    let wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    assert!(Wal::exists(dir.path()));
+    let err = Wal::create(dir.path(), METADATA, small_options()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    let err = Wal::open(dir.path(), (0, 0), small_options()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    drop(wal);
+    let (wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(wal.metadata(), METADATA);
+    assert_eq!(replay.metadata, METADATA);
+    let tiny = Options {
+        segment_size_bytes: 100,
+        ..small_options()
+    };
+    let err = Wal::create(&dir.path().join("x"), METADATA, tiny).unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+}
+
+// Intent: a temp file left by a crash during segment creation is removed and ignored.
+#[test]
+fn leftover_temp_segment_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    wal.save(None, &[entry(1, 1, 10)], true).unwrap();
+    drop(wal);
+    let temp = dir.path().join("0000000000000001-0000000000000002.wal.tmp");
+    fs::write(&temp, b"half a segment").unwrap();
+    let (_wal, replay) = Wal::open(dir.path(), (0, 0), small_options()).unwrap();
+    assert_eq!(replay.entries.len(), 1);
+    assert!(!temp.exists());
+}
+
+// Intent: unsynced batches are readable after an orderly reopen once sync() returned, and the
+// head of every new segment carries the hard state and the latest mark, so deleting the
+// segment that held them loses neither.
+#[test]
+fn sync_later_and_segment_heads_carry_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
+    let hs = hard_state(4, 2, 1);
+    wal.save(Some(&hs), &[entry(1, 4, 10)], false).unwrap();
+    wal.save_snapshot_mark(&mark(1, 4)).unwrap();
+    // Entry 2 does not fit the rest of segment 0, so segment 0 holds nothing after the mark.
+    let later: Vec<Entry> = (2..40)
+        .map(|i| entry(i, 4, if i == 2 { 900 } else { 40 }))
+        .collect();
+    for e in &later {
+        wal.save(None, std::slice::from_ref(e), false).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2);
+    fs::remove_file(&files[0]).unwrap();
+    let err = Wal::open(dir.path(), (0, 0), small_options()).unwrap_err();
+    assert!(matches!(err, Error::MissingSegment { seq: 0, .. }), "{err}");
+    let (_wal, replay) = Wal::open(dir.path(), (1, 4), small_options()).unwrap();
+    assert_eq!(replay.hard_state, hs);
+    assert_eq!(replay.entries, later);
+    assert_eq!(
+        Wal::snapshot_marks(dir.path(), &small_options()).unwrap(),
+        vec![mark(1, 4)]
+    );
+}
