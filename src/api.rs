@@ -160,7 +160,9 @@ impl Api {
             ),
             Refusal::NotCaughtUp(id) => text(
                 StatusCode::CONFLICT,
-                format!("learner {id} has not caught up with the log yet: retry the promotion shortly"),
+                format!(
+                    "learner {id} has not caught up with the log yet: retry the promotion shortly"
+                ),
             ),
             Refusal::NotMember(id) => text(
                 StatusCode::CONFLICT,

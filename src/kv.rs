@@ -227,7 +227,11 @@ mod tests {
         assert_eq!(other.get(b"a").unwrap(), Bytes::from_static(b"1"));
         assert_eq!(other.get(b"bb").unwrap(), Bytes::new());
         assert_eq!(other.len(), 2);
-        assert_eq!(other.digest(), (5, kv.digest().1), "same contents, same digest");
+        assert_eq!(
+            other.digest(),
+            (5, kv.digest().1),
+            "same contents, same digest"
+        );
         assert_ne!(kv.digest().1, 0);
 
         for cut in 0..image.len() {

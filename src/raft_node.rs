@@ -439,7 +439,10 @@ impl RaftNode {
             }
             Report::SnapshotSaved(snapshot) => self.on_snapshot_saved(snapshot),
             Report::Removed => {
-                info!(self.logger, "a peer says this node was removed from the cluster: shutting down");
+                info!(
+                    self.logger,
+                    "a peer says this node was removed from the cluster: shutting down"
+                );
                 self.removed = true;
             }
         }
@@ -561,8 +564,12 @@ impl RaftNode {
             let (id, request_id, give_up) = self.deferred_removals[i];
             if (leader != 0 && leader != id) || now >= give_up {
                 self.deferred_removals.swap_remove(i);
-                let proposed =
-                    self.propose_conf_change(id, ConfChangeType::RemoveNode, String::new(), request_id);
+                let proposed = self.propose_conf_change(
+                    id,
+                    ConfChangeType::RemoveNode,
+                    String::new(),
+                    request_id,
+                );
                 if let Err(refusal) = proposed {
                     self.waiters.complete(request_id, Err(refusal.to_string()));
                 }

@@ -339,3 +339,98 @@ impl Cluster {
         })
     }
 }
+
+impl Cluster {
+    /// Prepares node `len + 1` to join: a fresh peer URL appended to `--cluster`, `--join`.
+    /// Returns its ID and peer URL; start it with `node_mut(id).start()` after `POST /<id>`.
+    pub fn prepare_joiner(&mut self, extra: &[&str]) -> (u64, String) {
+        let id = self.nodes.len() as u64 + 1;
+        let ports = free_ports(2);
+        let url = format!("http://127.0.0.1:{}", ports[0]);
+        self.peer_urls.push(url.clone());
+        let template = &self.nodes[0].args;
+        let mut args: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < template.len() {
+            match template[i].as_str() {
+                "--id" | "--cluster" | "--port" => i += 2,
+                _ => {
+                    args.push(template[i].clone());
+                    i += 1;
+                }
+            }
+        }
+        args.extend([
+            "--id".to_string(),
+            id.to_string(),
+            "--cluster".to_string(),
+            self.peer_urls.join(","),
+            "--port".to_string(),
+            ports[1].to_string(),
+            "--join".to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.nodes.push(Node {
+            id,
+            client: SocketAddr::from(([127, 0, 0, 1], ports[1])),
+            peer_port: ports[0],
+            args,
+            dir: self.tmp.path().to_path_buf(),
+            child: None,
+        });
+        (id, url)
+    }
+
+    /// Waits until every running node reports the same applied index and state digest.
+    pub fn wait_converged(&mut self) -> (u64, String) {
+        let ids: Vec<u64> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.id))
+            .collect();
+        poll(Duration::from_secs(30), "replicas to converge", || {
+            let mut seen = None;
+            for id in &ids {
+                let s = self.node(*id).status()?;
+                let pair = (
+                    s["applied_index"].as_u64()?,
+                    s["state_digest"].as_str()?.to_string(),
+                );
+                if seen.as_ref().is_some_and(|p| p != &pair) {
+                    return None;
+                }
+                seen = Some(pair);
+            }
+            seen
+        })
+    }
+
+    /// Files in this node's snapshot dir ending in `.snap`.
+    pub fn snap_files(&self, id: u64) -> usize {
+        count_files(&self.dir().join(format!("raftexample-{id}-snap")), ".snap")
+    }
+
+    /// Segment files in this node's WAL dir.
+    pub fn wal_files(&self, id: u64) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir().join(format!("raftexample-{id}")))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.ends_with(".wal"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+pub fn count_files(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,303 @@
+//! Snapshots, compaction and membership changes, on real processes over loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{poll, Cluster};
+
+/// Flags that make snapshots and compaction happen after a few dozen writes.
+const SMALL_SNAPSHOTS: &[&str] = &[
+    "--snapshot-count",
+    "40",
+    "--snapshot-catchup-entries",
+    "10",
+    "--wal-segment-size-bytes",
+    "16384",
+];
+
+fn write_keys(c: &Cluster, via: u64, prefix: &str, n: usize) {
+    for i in 0..n {
+        c.put_eventually(
+            via,
+            &format!("{prefix}-{i}"),
+            &format!("value-{prefix}-{i}-{}", "x".repeat(64)),
+        );
+    }
+}
+
+fn assert_keys(c: &Cluster, id: u64, prefix: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}-{i}");
+        let r = poll(Duration::from_secs(10), "a read", || {
+            c.node(id).get(&key).ok().filter(|r| r.status != 503)
+        });
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("value-{prefix}-{i}-{}", "x".repeat(64))),
+            "node {id}, key {key}"
+        );
+    }
+}
+
+fn snapshot_index(c: &Cluster, id: u64) -> u64 {
+    c.node(id).status().unwrap()["snapshot_index"]
+        .as_u64()
+        .unwrap()
+}
+
+// Intent: with a small snapshot count, snapshot files appear, the raft log is compacted, old
+// WAL segments are released, and a kill -9 of every node restarts to the same state.
+#[test]
+fn snapshots_compact_the_log_and_restart_restores_state() {
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    write_keys(&c, 1, "s", 300);
+    let before = c.wait_converged();
+    for id in 1..=3 {
+        poll(Duration::from_secs(10), "snapshot files", || {
+            (c.snap_files(id) >= 2).then_some(())
+        });
+        assert!(snapshot_index(&c, id) > 200, "node {id} did not snapshot");
+        let segments = c.wal_files(id);
+        assert!(
+            !segments[0].starts_with("0000000000000000-"),
+            "node {id} kept its first WAL segment: {segments:?}"
+        );
+        assert!(c.snap_files(id) <= 5, "old snapshot files were not purged");
+    }
+    for n in &mut c.nodes {
+        n.kill();
+    }
+    for n in &mut c.nodes {
+        n.start();
+    }
+    c.wait_leader();
+    let after = c.wait_converged();
+    assert_eq!(after.1, before.1, "state digest changed across the restart");
+    assert_keys(&c, 2, "s", 300);
+}
+
+// Intent: a follower stopped while many writes went in (and the log was compacted past it)
+// catches up by snapshot after it restarts.
+#[test]
+fn stopped_follower_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    let leader = c.wait_leader();
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    write_keys(&c, leader, "a", 10);
+    c.node_mut(lagging).kill();
+    write_keys(&c, leader, "b", 200);
+    assert!(snapshot_index(&c, leader) > 100);
+    c.node_mut(lagging).start();
+    c.wait_converged();
+    assert!(
+        c.node(lagging)
+            .log()
+            .contains("installing snapshot from the leader"),
+        "the follower caught up without a snapshot"
+    );
+    assert_keys(&c, lagging, "b", 200);
+}
+
+// Intent: raftexample's `POST /<id>` then `--join`: a node added after compaction catches up by
+// snapshot (one that contains it, trap 2) and then serves reads and writes.
+#[test]
+fn node_added_after_compaction_joins_by_snapshot() {
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    let leader = c.wait_leader();
+    write_keys(&c, leader, "j", 120);
+    let (id, url) = c.prepare_joiner(&[]);
+    let r = c
+        .node(leader)
+        .req("POST", &format!("/{id}"), url.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    let again = c
+        .node(leader)
+        .req("POST", &format!("/{id}"), url.as_bytes())
+        .unwrap();
+    assert_eq!(again.status, 409, "adding a member twice must conflict");
+    c.node_mut(id).start();
+    c.wait_converged();
+    assert_keys(&c, id, "j", 120);
+    c.put_eventually(id, "written-on-4", "yes");
+    assert_eq!(c.node(1).get("written-on-4").unwrap().text(), "yes");
+    let s = c.node(id).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 4);
+    assert!(c.node(id).log().contains("installing snapshot"));
+}
+
+// Intent: removing a follower answers once applied; the removed node shuts itself down with
+// exit 0 and the rest keep serving writes.
+#[test]
+fn removed_follower_exits_and_cluster_continues() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let r = c
+        .node(leader)
+        .req("DELETE", &format!("/{victim}"), b"")
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        c.node_mut(victim).wait_exit(Duration::from_secs(15)),
+        Some(0)
+    );
+    assert!(c.node(victim).log().contains("removed from the cluster"));
+    c.put_eventually(leader, "after-removal", "1");
+    let s = c.node(leader).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 2);
+    let m = c.node(leader).req("GET", "/members", b"").unwrap();
+    assert_eq!(m.status, 200);
+    assert!(!m.text().contains(&format!("\"id\": {victim},")));
+}
+
+// Intent: removing the current leader moves leadership away first (trap 6); the old leader
+// exits 0 and the remaining two elect a leader and accept writes.
+#[test]
+fn removing_the_leader_transfers_leadership_first() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let r = c
+        .node(leader)
+        .req("DELETE", &format!("/{leader}"), b"")
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        c.node_mut(leader).wait_exit(Duration::from_secs(15)),
+        Some(0)
+    );
+    assert!(c
+        .node(leader)
+        .log()
+        .contains("moving leadership before removing the leader"));
+    let new = c.wait_leader();
+    assert_ne!(new, leader);
+    c.put_eventually(new, "after-leader-removal", "1");
+    let s = c.node(new).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 2);
+}
+
+// Intent: after a membership change and compaction, restarting every node keeps every member
+// connected: the leader sees all followers replicating and they all converge.
+#[test]
+fn restart_after_membership_change_and_compaction_keeps_members_connected() {
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    let leader = c.wait_leader();
+    let (id, url) = c.prepare_joiner(&[]);
+    assert_eq!(
+        c.node(leader)
+            .req("POST", &format!("/{id}"), url.as_bytes())
+            .unwrap()
+            .status,
+        204
+    );
+    c.node_mut(id).start();
+    write_keys(&c, leader, "m", 150);
+    c.wait_converged();
+    for n in &mut c.nodes {
+        n.terminate();
+    }
+    for n in &mut c.nodes {
+        n.start();
+    }
+    let leader = c.wait_leader();
+    c.put_eventually(leader, "after-restart", "1");
+    c.wait_converged();
+    let s = c.node(leader).status().unwrap();
+    let progress = s["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 4);
+    let commit = s["commit_index"].as_u64().unwrap();
+    poll(Duration::from_secs(10), "all followers to match", || {
+        let s = c.node(leader).status()?;
+        s["progress"]
+            .as_array()?
+            .iter()
+            .all(|p| p["match_index"].as_u64().unwrap_or(0) >= commit)
+            .then_some(())
+    });
+    assert_keys(&c, id, "m", 150);
+}
+
+// Intent: a learner receives the log but does not vote; promotion makes it a voter.
+#[test]
+fn learner_receives_data_and_can_be_promoted() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    write_keys(&c, leader, "l", 20);
+    let (id, url) = c.prepare_joiner(&[]);
+    let r = c
+        .node(leader)
+        .req(
+            "POST",
+            &format!("/members/{id}?learner=true"),
+            url.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.node_mut(id).start();
+    c.wait_converged();
+    let s = c.node(leader).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 3);
+    assert_eq!(s["learners"].as_array().unwrap().len(), 1);
+    let r = c
+        .node(id)
+        .req("GET", "/kv/l-3?consistency=serializable", b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let promote = format!("/members/{id}/promote");
+    let r = poll(Duration::from_secs(10), "the promotion", || {
+        c.node(leader)
+            .req("POST", &promote, b"")
+            .ok()
+            .filter(|r| r.status != 409)
+    });
+    assert_eq!(r.status, 204, "{}", r.text());
+    let s = c.node(leader).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 4);
+    assert_eq!(s["learners"].as_array().unwrap().len(), 0);
+}
+
+// Intent: trap 3: of two membership changes sent at once, one is applied and the other gets
+// 409 instead of being silently turned into an empty entry.
+#[test]
+fn concurrent_membership_changes_one_wins_one_conflicts() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let (a, url_a) = c.prepare_joiner(&[]);
+    let (b, url_b) = c.prepare_joiner(&[]);
+    let addr = c.node(leader).client;
+    let t = |id: u64, url: String| {
+        std::thread::spawn(move || {
+            support::request(
+                addr,
+                "POST",
+                &format!("/members/{id}?learner=true"),
+                &[],
+                url.as_bytes(),
+                Duration::from_secs(10),
+            )
+            .unwrap()
+            .status
+        })
+    };
+    let (ta, tb) = (t(a, url_a), t(b, url_b));
+    let mut codes = vec![ta.join().unwrap(), tb.join().unwrap()];
+    codes.sort();
+    assert_eq!(codes, vec![204, 409]);
+}
+
+// Intent: `POST /leader` moves leadership to the chosen node and answers once it leads.
+#[test]
+fn leader_transfer_to_a_chosen_node() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let target = (1..=3).find(|i| *i != leader).unwrap();
+    let r = c
+        .node(leader)
+        .req("POST", "/leader", target.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(c.wait_leader(), target);
+    c.put_eventually(target, "after-transfer", "1");
+}
