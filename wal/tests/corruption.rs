@@ -43,8 +43,7 @@ fn every_byte_damaged_fails_or_yields_a_prefix() {
     let (mut failed, mut prefixes, mut trials) = (0, 0, 0);
     for (fi, (path, bytes)) in originals.iter().enumerate() {
         let file = fs::OpenOptions::new().write(true).open(path).unwrap();
-        for at in 0..bytes.len() {
-            let old = bytes[at];
+        for (at, &old) in bytes.iter().enumerate() {
             for new in [old ^ (1 << (at % 8)), 0x00, 0xff] {
                 if new == old {
                     continue;
