@@ -263,6 +263,8 @@ pub struct RaftNode {
     removed: bool,
     stopping: Option<Instant>,
     transfers: Vec<(u64, Instant, oneshot::Sender<Result<(), Refusal>>)>,
+    /// Proposals received this turn, proposed together by `flush_proposals`.
+    proposals: Vec<(Vec<u8>, oneshot::Sender<Result<(), Refusal>>)>,
     /// Removals of the current leader waiting for leadership to move first (trap 6):
     /// (node, request ID, when to propose anyway).
     deferred_removals: Vec<(u64, u64, Instant)>,
@@ -325,6 +327,7 @@ impl RaftNode {
             stopping: None,
             transfers: Vec::new(),
             deferred_removals: Vec::new(),
+            proposals: Vec::new(),
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -362,6 +365,7 @@ impl RaftNode {
             for report in reports.try_iter() {
                 self.handle_report(report);
             }
+            self.flush_proposals();
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
@@ -393,9 +397,7 @@ impl RaftNode {
 
     fn handle_msg(&mut self, msg: Msg) {
         match msg {
-            Msg::Propose { data, done } => {
-                let _ = done.send(self.propose(data));
-            }
+            Msg::Propose { data, done } => self.proposals.push((data, done)),
             Msg::ChangeMembers {
                 id,
                 change,
@@ -448,20 +450,42 @@ impl RaftNode {
         }
     }
 
-    fn propose(&mut self, data: Vec<u8>) -> Result<(), Refusal> {
-        if self.stopping.is_some() {
-            return Err(Refusal::ShuttingDown);
+    /// Proposes every entry that arrived this turn as ONE `MsgPropose`: raft appends them
+    /// together and sends one append per follower instead of one per proposal (a follower
+    /// forwards the whole batch to the leader in one message).
+    fn flush_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
         }
-        if self.raw.raft.leader_id == 0 {
-            return Err(Refusal::NoLeader);
-        }
-        self.raw.propose(Vec::new(), data).map_err(|e| match e {
-            raft::Error::ProposalDropped => Refusal::Dropped,
-            other => {
-                warn!(self.logger, "proposal refused"; "error" => %other);
+        let (entries, dones): (Vec<Entry>, Vec<_>) = std::mem::take(&mut self.proposals)
+            .into_iter()
+            .map(|(data, done)| {
+                let entry = Entry {
+                    data: data.into(),
+                    ..Default::default()
+                };
+                (entry, done)
+            })
+            .unzip();
+        let outcome = if self.stopping.is_some() {
+            Err(Refusal::ShuttingDown)
+        } else if self.raw.raft.leader_id == 0 {
+            Err(Refusal::NoLeader)
+        } else {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgPropose);
+            m.from = self.config.id;
+            m.set_entries(entries.into());
+            self.raw.step(m).map_err(|e| {
+                if !matches!(e, raft::Error::ProposalDropped) {
+                    warn!(self.logger, "proposal refused"; "error" => %e);
+                }
                 Refusal::Dropped
-            }
-        })
+            })
+        };
+        for done in dones {
+            let _ = done.send(outcome.clone());
+        }
     }
 
     fn propose_member_change(
