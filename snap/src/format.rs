@@ -41,10 +41,24 @@ pub(crate) const MAX_METADATA_BYTES: usize = 16 << 20;
 ///
 /// # Errors
 /// A reason string when the metadata cannot be encoded or exceeds [`MAX_METADATA_BYTES`].
+#[cfg(test)]
 pub(crate) fn encode(
     metadata: &SnapshotMetadata,
     data: &[u8],
 ) -> Result<(Vec<u8>, [u8; 4]), String> {
+    let head = encode_head(metadata, data.len() as u64)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(data);
+    Ok((head, crc.finalize().to_le_bytes()))
+}
+
+/// The bytes before the data: header (with `data_len`) and encoded metadata. The CRC trailer
+/// is computed by the writer over these bytes and the data that follows them.
+///
+/// # Errors
+/// A reason string when the metadata cannot be encoded or exceeds [`MAX_METADATA_BYTES`].
+pub(crate) fn encode_head(metadata: &SnapshotMetadata, data_len: u64) -> Result<Vec<u8>, String> {
     let metadata = metadata.write_to_bytes().map_err(|e| e.to_string())?;
     if metadata.len() > MAX_METADATA_BYTES {
         return Err(format!(
@@ -56,13 +70,10 @@ pub(crate) fn encode(
     head.extend_from_slice(&MAGIC);
     head.extend_from_slice(&VERSION.to_le_bytes());
     head.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
-    head.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    head.extend_from_slice(&data_len.to_le_bytes());
     head.extend_from_slice(&metadata);
     debug_assert_eq!(head.len(), HEADER_BYTES + metadata.len());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&head);
-    crc.update(data);
-    Ok((head, crc.finalize().to_le_bytes()))
+    Ok(head)
 }
 
 /// A decoded snapshot file: its metadata and where the data lies in the file's bytes.

@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft_proto::eraftpb::Snapshot;
+use raft_proto::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::{Error, Result};
 use crate::format;
@@ -84,16 +84,37 @@ impl Snapshotter {
     /// - [`Error::Io`] if any step fails. The snapshot is then not durable (the temp file is
     ///   removed on a best-effort basis) and the caller MUST NOT write the WAL mark.
     pub fn save(&self, snapshot: &Snapshot) -> Result<PathBuf> {
-        let metadata = snapshot.get_metadata();
+        let data = &snapshot.data;
+        self.save_streamed(snapshot.get_metadata(), data.len() as u64, |w| {
+            w.write_all(data)
+        })
+    }
+
+    /// Like [`Snapshotter::save`], but the data is written by `write_data` instead of being
+    /// held in memory: a large state machine image can be encoded straight into the file.
+    /// `write_data` MUST write exactly `data_len` bytes.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::save`]; also [`Error::Encode`] when `write_data` wrote another
+    /// number of bytes than `data_len`, and [`Error::Io`] when it failed.
+    pub fn save_streamed<F>(
+        &self,
+        metadata: &SnapshotMetadata,
+        data_len: u64,
+        write_data: F,
+    ) -> Result<PathBuf>
+    where
+        F: FnOnce(&mut dyn Write) -> io::Result<()>,
+    {
         if metadata.index == 0 {
             return Err(Error::EmptySnapshot);
         }
-        let (head, trailer) =
-            format::encode(metadata, &snapshot.data).map_err(|reason| Error::Encode { reason })?;
+        let head =
+            format::encode_head(metadata, data_len).map_err(|reason| Error::Encode { reason })?;
         let name = snap_file_name(metadata.index, metadata.term);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let written = write_synced(&temp, &[&head, &snapshot.data, &trailer]).and_then(|()| {
+        let written = write_streamed(&temp, &head, data_len, write_data).and_then(|()| {
             fs::rename(&temp, &path).map_err(|e| {
                 Error::io(
                     format!("rename {} to {}", temp.display(), path.display()),
@@ -284,14 +305,56 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates (or truncates) `path`, writes `parts` in order and fsyncs the file.
-fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<()> {
-    let context = |what: &str| format!("{what} {}", path.display());
-    let mut file = File::create(path).map_err(|e| Error::io(context("create"), e))?;
-    for part in parts {
-        file.write_all(part)
-            .map_err(|e| Error::io(context("write"), e))?;
+/// A writer that counts and CRCs what passes through it.
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Creates (or truncates) `path`, writes `head`, the data from `write_data` and the CRC
+/// trailer, and fsyncs the file.
+fn write_streamed<F>(path: &Path, head: &[u8], data_len: u64, write_data: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let context = |what: &str| format!("{what} {}", path.display());
+    let file = File::create(path).map_err(|e| Error::io(context("create"), e))?;
+    let mut w = CrcWriter {
+        inner: io::BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    w.write_all(head)
+        .map_err(|e| Error::io(context("write"), e))?;
+    write_data(&mut w).map_err(|e| Error::io(context("write"), e))?;
+    let data_written = w.written - head.len() as u64;
+    if data_written != data_len {
+        return Err(Error::Encode {
+            reason: format!("{data_written} data bytes written, {data_len} announced"),
+        });
+    }
+    let trailer = w.crc.clone().finalize().to_le_bytes();
+    let mut inner = w.inner;
+    inner
+        .write_all(&trailer)
+        .map_err(|e| Error::io(context("write"), e))?;
+    let file = inner
+        .into_inner()
+        .map_err(|e| Error::io(context("write"), e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(context("fsync"), e))
 }
 

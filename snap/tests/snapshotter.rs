@@ -419,3 +419,28 @@ fn garbage_file_names_are_ignored() {
         assert!(names.iter().any(|n| n == name), "{name} must be left alone");
     }
 }
+
+// Intent: a streamed save writes the same file a buffered save would, and a writer that
+// writes fewer bytes than announced leaves no snapshot behind.
+#[test]
+fn streamed_save_matches_buffered_and_checks_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = snap::Snapshotter::new(dir.path()).unwrap();
+    let mut meta = snap::SnapshotMetadata::default();
+    meta.index = 9;
+    meta.term = 2;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.save_streamed(&meta, data.len() as u64, |w| {
+        for chunk in data.chunks(777) {
+            w.write_all(chunk)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let loaded = s.load(9, 2).unwrap();
+    assert_eq!(&loaded.data[..], &data[..]);
+    meta.index = 10;
+    let short = s.save_streamed(&meta, 100, |w| w.write_all(&[1; 99]));
+    assert!(matches!(short, Err(snap::Error::Encode { .. })));
+    assert!(matches!(s.load(10, 2), Err(snap::Error::NoSnapshot)));
+}
