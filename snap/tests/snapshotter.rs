@@ -426,9 +426,11 @@ fn garbage_file_names_are_ignored() {
 fn streamed_save_matches_buffered_and_checks_length() {
     let dir = tempfile::tempdir().unwrap();
     let s = snap::Snapshotter::new(dir.path()).unwrap();
-    let mut meta = snap::SnapshotMetadata::default();
-    meta.index = 9;
-    meta.term = 2;
+    let mut meta = snap::SnapshotMetadata {
+        index: 9,
+        term: 2,
+        ..Default::default()
+    };
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     s.save_streamed(&meta, data.len() as u64, |w| {
         for chunk in data.chunks(777) {
