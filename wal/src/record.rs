@@ -122,18 +122,24 @@ pub(crate) struct EntryRef<'a> {
 }
 
 impl EntryRef<'_> {
-    /// An owned raft entry (copies data and context).
+    /// An owned raft entry (copies data and context into fresh buffers).
+    #[cfg(test)]
     pub(crate) fn to_entry(self) -> Entry {
+        self.to_entry_with(Bytes::copy_from_slice)
+    }
+
+    /// An owned raft entry whose data and context are made by `copy`.
+    pub(crate) fn to_entry_with(self, mut copy: impl FnMut(&[u8]) -> Bytes) -> Entry {
         let context = if self.context.is_empty() {
             Bytes::new()
         } else {
-            Bytes::copy_from_slice(self.context)
+            copy(self.context)
         };
         Entry {
             entry_type: self.entry_type,
             term: self.term,
             index: self.index,
-            data: Bytes::copy_from_slice(self.data),
+            data: copy(self.data),
             context,
             sync_log: self.sync_log,
             ..Entry::default()
@@ -148,7 +154,8 @@ pub(crate) enum Record<'a> {
     Metadata(Metadata),
     Entry(EntryRef<'a>),
     HardState(HardState),
-    SnapshotMark(SnapshotMark),
+    /// Boxed: marks are rare and large; entries are many and small.
+    SnapshotMark(Box<SnapshotMark>),
     BatchCommit(BatchCommit),
 }
 
@@ -276,11 +283,11 @@ fn decode_payload(kind: RecordType, p: &[u8]) -> Option<Record<'_>> {
                 return None;
             }
             let conf_state = ConfState::parse_from_bytes(&p[MARK_FIXED_BYTES..]).ok()?;
-            Record::SnapshotMark(SnapshotMark {
+            Record::SnapshotMark(Box::new(SnapshotMark {
                 index: u64_at(p, 0),
                 term: u64_at(p, 8),
                 conf_state,
-            })
+            }))
         }
         RecordType::BatchCommit => {
             fixed(COMMIT_BYTES)?;
@@ -599,7 +606,7 @@ mod tests {
                 Record::CrcSeed(seg),
                 Record::Metadata(metadata),
                 Record::HardState(hs),
-                Record::SnapshotMark(mark),
+                Record::SnapshotMark(Box::new(mark)),
                 Record::BatchCommit(BatchCommit { batch_start: base, seq, seed, records: 4 }),
             ]);
         }

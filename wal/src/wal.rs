@@ -190,20 +190,11 @@ impl Wal {
         }
         segment::remove_temp_files(dir)?;
         let mut state = ReplayState::new(at, true);
-        let mut chain = None;
-        let mut closed = Vec::new();
-        let (last, older) = segments.split_last().ok_or_else(|| Error::NotFound {
+        let (closed, chain) = scan_closed_segments(&segments, &options, &mut state)?;
+        let last = segments.last().ok_or_else(|| Error::NotFound {
             dir: dir.to_path_buf(),
         })?;
-        for (i, seg) in older.iter().enumerate() {
-            state.begin_segment(seg.first_index, i == 0);
-            chain = Some(scan_closed(seg, chain, &options, &mut state)?.chain);
-            closed.push(Closed {
-                path: seg.path.clone(),
-                max_index: state.segment_max_index,
-            });
-        }
-        state.begin_segment(last.first_index, older.is_empty());
+        state.begin_segment(last.first_index, segments.len() == 1);
         let (active, end, tail_repair) = open_last(last, chain, &options, &mut state)?;
         if at != (0, 0) && !state.mark_found {
             return Err(Error::SnapshotMarkNotFound {
@@ -569,6 +560,31 @@ fn list_existing(dir: &Path) -> Result<Vec<SegmentFile>> {
         return Err(not_found());
     }
     Ok(segments)
+}
+
+/// Scans every segment but the last, oldest first, into `state`; returns them as closed
+/// segments with the chain value after the last one.
+fn scan_closed_segments(
+    segments: &[SegmentFile],
+    options: &Options,
+    state: &mut ReplayState,
+) -> Result<(Vec<Closed>, Option<u32>)> {
+    let older = &segments[..segments.len().saturating_sub(1)];
+    let mut closed = Vec::with_capacity(older.len());
+    let mut chain = None;
+    for (i, seg) in older.iter().enumerate() {
+        state.begin_segment(seg.first_index, i == 0);
+        let end = scan_closed(seg, chain, options, state)?;
+        chain = Some(end.chain);
+        if i == 0 {
+            state.reserve_for(end.committed, &segments[1..]);
+        }
+        closed.push(Closed {
+            path: seg.path.clone(),
+            max_index: state.segment_max_index,
+        });
+    }
+    Ok((closed, chain))
 }
 
 /// Scans a closed segment through a read-only memory map (dropped before returning).
