@@ -107,22 +107,33 @@ impl KvStore {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The snapshot image of `membership` and the current map.
+    /// The snapshot image of `membership` and the current map, in memory.
     pub fn image(&self, membership: &Membership) -> Vec<u8> {
-        let state = self.read();
-        let map = &state.map;
-        let size: usize = map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let mut out = Vec::with_capacity(64 + size);
-        out.extend_from_slice(MAGIC);
-        membership.encode_into(&mut out);
-        out.extend_from_slice(&(map.len() as u64).to_le_bytes());
-        for (k, v) in map.iter() {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
-        }
+        let image = self.freeze(membership);
+        let mut out = Vec::with_capacity(image.len() as usize);
+        image
+            .write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
+    }
+
+    /// The state at this instant, ready to be written as an image without holding the lock:
+    /// only the key and value handles are copied (reference counts), not their bytes.
+    pub fn freeze(&self, membership: &Membership) -> FrozenImage {
+        let mut head = Vec::new();
+        head.extend_from_slice(MAGIC);
+        membership.encode_into(&mut head);
+        let state = self.read();
+        let pairs: Vec<(Bytes, Bytes)> = state
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        FrozenImage {
+            head,
+            pairs,
+            applied_index: state.applied_index,
+        }
     }
 
     /// Replaces the map with the one in `image`, taken at `index`; returns the image's
@@ -142,6 +153,47 @@ impl KvStore {
         }
         self.write_batch(|state| *state = fresh);
         Ok(membership)
+    }
+}
+
+/// A copy-free picture of the state, to be written out as an image (see [`KvStore::freeze`]).
+pub struct FrozenImage {
+    head: Vec<u8>,
+    pairs: Vec<(Bytes, Bytes)>,
+    /// The applied index the picture was taken at.
+    pub applied_index: u64,
+}
+
+impl FrozenImage {
+    /// Length of the encoded image in bytes.
+    pub fn len(&self) -> u64 {
+        let pairs: u64 = self
+            .pairs
+            .iter()
+            .map(|(k, v)| 8 + (k.len() + v.len()) as u64)
+            .sum();
+        self.head.len() as u64 + 8 + pairs
+    }
+
+    /// True when the image holds no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Writes the image (the format in the module doc).
+    ///
+    /// # Errors
+    /// Whatever the writer returns.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(&self.head)?;
+        w.write_all(&(self.pairs.len() as u64).to_le_bytes())?;
+        for (k, v) in &self.pairs {
+            w.write_all(&(k.len() as u32).to_le_bytes())?;
+            w.write_all(k)?;
+            w.write_all(&(v.len() as u32).to_le_bytes())?;
+            w.write_all(v)?;
+        }
+        Ok(())
     }
 }
 
@@ -219,6 +271,7 @@ mod tests {
         });
         let members = Membership::initial(&["http://127.0.0.1:1".into()]);
         let image = Bytes::from(kv.image(&members));
+        assert_eq!(image.len() as u64, kv.freeze(&members).len());
         validate_image(&image).unwrap();
         assert_eq!(image_membership(&image).unwrap(), members);
 

@@ -200,8 +200,8 @@ pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message
             .checked_add(len)
             .filter(|end| *end <= body.len())
             .ok_or("message length runs past the end of the batch")?;
-        let mut msg = Message::default();
-        msg.merge_from_bytes(&body[pos..end])
+        // Zero-copy: a snapshot's data stays a slice of the request body.
+        let msg = Message::parse_from_carllerche_bytes(&body.slice(pos..end))
             .map_err(|e| format!("undecodable raft message: {e}"))?;
         pos = end;
         validate(&msg, from, self_id)?;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
-    Snapshot,
+    Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use serde::Serialize;
@@ -156,8 +156,8 @@ pub enum Report {
         /// Delivered.
         ok: bool,
     },
-    /// The apply worker saved this snapshot file; the WAL mark comes next.
-    SnapshotSaved(Snapshot),
+    /// The apply worker saved the snapshot file with this metadata; the WAL mark comes next.
+    SnapshotSaved(SnapshotMetadata),
     /// A peer answered 410: this node was removed while it was away.
     Removed,
 }
@@ -306,7 +306,7 @@ impl RaftNode {
             .initial_state()
             .map(|s| s.conf_state)
             .unwrap_or_default();
-        let snapshot_index = raw.store().snapshot_ref().get_metadata().index;
+        let snapshot_index = raw.store().snapshot_metadata().index;
         let mut node = RaftNode {
             raw,
             wal,
@@ -439,7 +439,7 @@ impl RaftNode {
                 };
                 self.raw.report_snapshot(to, status);
             }
-            Report::SnapshotSaved(snapshot) => self.on_snapshot_saved(snapshot),
+            Report::SnapshotSaved(meta) => self.on_snapshot_saved(meta),
             Report::Removed => {
                 info!(
                     self.logger,
@@ -725,7 +725,7 @@ impl RaftNode {
             Err(e) => crate::fatal(&self.logger, "a validated snapshot has no membership", &e),
         }
         self.conf_state = meta.get_conf_state().clone();
-        self.raw.mut_store().apply_snapshot(snapshot.clone());
+        self.raw.mut_store().apply_snapshot(&meta);
         self.snapshot_index = meta.index;
         self.sent_index = meta.index;
         self.sync_peers();
@@ -873,16 +873,15 @@ impl RaftNode {
 
     /// The snapshot file is durable: mark it in the WAL, keep it for followers, compact the
     /// raft log (keeping the catch-up entries), release WAL segments, purge old files.
-    fn on_snapshot_saved(&mut self, snapshot: Snapshot) {
+    fn on_snapshot_saved(&mut self, meta: SnapshotMetadata) {
         self.snapshotting = false;
-        let meta = snapshot.get_metadata().clone();
         if meta.index <= self.snapshot_index {
             return;
         }
         self.save_snapshot_mark(&meta);
         self.snapshot_index = meta.index;
         let store = self.raw.mut_store();
-        store.set_snapshot(snapshot);
+        store.set_snapshot(meta.clone());
         let compact_to = meta
             .index
             .saturating_sub(self.config.snapshot_catchup_entries);

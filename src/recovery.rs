@@ -162,13 +162,14 @@ pub fn recover(
     check_owner(config, replay.metadata, dir)?;
 
     let mut storage = RaftStorage::default();
+    storage.set_snapshot_files(snapshotter.clone());
     let kv = KvStore::default();
     let mut membership = Membership::default();
     if let Some(snapshot) = snapshot {
         membership = kv
             .restore(&snapshot.data, at.0)
             .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?;
-        storage.apply_snapshot(snapshot);
+        storage.apply_snapshot(snapshot.get_metadata());
     }
     let mut hs = replay.hard_state;
     let last = replay.entries.last().map(|e| e.index).unwrap_or(at.0);

@@ -1,5 +1,7 @@
-//! The raft log as raft-rs reads it: hard state, conf state, the newest snapshot and the
-//! entries after the compaction point, all in memory (the WAL is the durable copy).
+//! The raft log as raft-rs reads it: hard state, conf state, the newest snapshot's metadata
+//! and the entries after the compaction point, in memory (the WAL is the durable copy). The
+//! snapshot's data stays in its snap file and is read only when a follower needs it, so a
+//! large state machine is not held twice in memory.
 //!
 //! Owned by `RawNode` on the raft thread; the raft thread mutates it through
 //! `RawNode::mut_store` in the order of `serve_channels` (WAL first, then here).
@@ -11,7 +13,7 @@
 
 use std::cell::Cell;
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 /// In-memory raft storage.
@@ -19,8 +21,10 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 pub struct RaftStorage {
     hard_state: HardState,
     conf_state: ConfState,
-    /// The newest snapshot, with its data, as sent to followers that are too far behind.
-    snapshot: Snapshot,
+    /// Metadata of the newest snapshot (saved and marked in the WAL).
+    snapshot: SnapshotMetadata,
+    /// Where the newest snapshot's data is read from when a follower needs it.
+    files: Option<snap::Snapshotter>,
     /// Index and term of the entry just before `entries[0]` (the compaction point).
     offset_index: u64,
     offset_term: u64,
@@ -34,9 +38,14 @@ impl RaftStorage {
         &self.hard_state
     }
 
-    /// The newest snapshot held (index 0 when none).
-    pub fn snapshot_ref(&self) -> &Snapshot {
+    /// Metadata of the newest snapshot (index 0 when none).
+    pub fn snapshot_metadata(&self) -> &SnapshotMetadata {
         &self.snapshot
+    }
+
+    /// Where snapshot data is read from for followers.
+    pub fn set_snapshot_files(&mut self, files: snap::Snapshotter) {
+        self.files = Some(files);
     }
 
     /// Sets the hard state (after it is in the WAL).
@@ -57,8 +66,7 @@ impl RaftStorage {
     /// Replaces everything with `snapshot` (restart, or a snapshot received from the leader).
     /// Entries the snapshot covers are gone; later ones are dropped too, since raft hands us
     /// a snapshot only when our log conflicts with or lags behind it.
-    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.get_metadata();
+    pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata) {
         self.offset_index = meta.index;
         self.offset_term = meta.term;
         self.conf_state = meta.get_conf_state().clone();
@@ -69,14 +77,14 @@ impl RaftStorage {
             self.hard_state.term = meta.term;
         }
         self.entries.clear();
-        self.snapshot = snapshot;
+        self.snapshot = meta.clone();
     }
 
-    /// Keeps `snapshot` (made locally from the state machine) for followers that need it,
+    /// Records a snapshot made locally from the state machine, for followers that need it,
     /// without touching the log. It MUST already be saved and marked in the WAL.
-    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
-        if snapshot.get_metadata().index >= self.snapshot.get_metadata().index {
-            self.snapshot = snapshot;
+    pub fn set_snapshot(&mut self, meta: SnapshotMetadata) {
+        if meta.index >= self.snapshot.index {
+            self.snapshot = meta;
         }
     }
 
@@ -173,16 +181,23 @@ impl Storage for RaftStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let meta = self.snapshot.get_metadata();
+        let meta = &self.snapshot;
         let cs = meta.get_conf_state();
         let has_to = cs.voters.contains(&to) || cs.learners.contains(&to);
-        if meta.index == 0 || meta.index < request_index || !has_to {
+        let unavailable = || {
             self.snapshot_wanted.set(true);
-            return Err(raft::Error::Store(
+            Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            ))
+        };
+        if meta.index == 0 || meta.index < request_index || !has_to {
+            return unavailable();
         }
-        Ok(self.snapshot.clone())
+        // A missing or damaged file: make a fresh snapshot rather than send nothing.
+        match self.files.as_ref().map(|f| f.load(meta.index, meta.term)) {
+            Some(Ok(snapshot)) => Ok(snapshot),
+            _ => unavailable(),
+        }
     }
 }
 
@@ -203,6 +218,7 @@ mod tests {
         s.mut_metadata().index = index;
         s.mut_metadata().term = term;
         s.mut_metadata().mut_conf_state().voters = voters;
+        s.data = bytes::Bytes::from_static(b"image");
         s
     }
 
@@ -211,7 +227,7 @@ mod tests {
     #[test]
     fn append_compact_and_bounds() {
         let mut s = RaftStorage::default();
-        s.apply_snapshot(snapshot(1, 1, vec![1, 2, 3]));
+        s.apply_snapshot(snapshot(1, 1, vec![1, 2, 3]).get_metadata());
         s.append((2..=10).map(|i| entry(i, 1)).collect());
         s.append(vec![entry(8, 2), entry(9, 2)]);
         assert_eq!(s.last_index().unwrap(), 9);
@@ -235,16 +251,27 @@ mod tests {
     }
 
     // Intent: trap 2, a snapshot lacking the requesting follower is never handed out; the
-    // storage asks for a fresh one instead.
+    // storage asks for a fresh one instead. The data comes from the snap file.
     #[test]
     fn snapshot_must_contain_the_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = snap::Snapshotter::new(dir.path()).unwrap();
         let mut s = RaftStorage::default();
-        s.apply_snapshot(snapshot(5, 1, vec![1, 2, 3]));
-        assert!(s.snapshot(0, 2).is_ok());
+        s.set_snapshot_files(files.clone());
+        let first = snapshot(5, 1, vec![1, 2, 3]);
+        files.save(&first).unwrap();
+        s.apply_snapshot(first.get_metadata());
+        assert_eq!(s.snapshot(0, 2).unwrap(), first);
         assert!(!s.take_snapshot_wanted());
         assert!(s.snapshot(0, 4).is_err());
         assert!(s.take_snapshot_wanted());
-        s.set_snapshot(snapshot(7, 1, vec![1, 2, 3, 4]));
-        assert_eq!(s.snapshot(0, 4).unwrap().get_metadata().index, 7);
+        let fresh = snapshot(7, 1, vec![1, 2, 3, 4]);
+        files.save(&fresh).unwrap();
+        s.set_snapshot(fresh.get_metadata().clone());
+        assert_eq!(s.snapshot(0, 4).unwrap(), fresh);
+        // The file is gone: ask for a fresh snapshot instead of failing raft.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        assert!(s.snapshot(0, 4).is_err());
+        assert!(s.take_snapshot_wanted());
     }
 }
