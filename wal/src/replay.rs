@@ -176,3 +176,78 @@ impl BatchSink for ReplayState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::EntryRef;
+    use raft_proto::eraftpb::EntryType;
+
+    fn entry(index: u64, term: u64) -> Located<'static> {
+        Located {
+            offset: index * 8,
+            record: Record::Entry(EntryRef {
+                index,
+                term,
+                entry_type: EntryType::EntryNormal,
+                sync_log: false,
+                data: b"x",
+                context: b"",
+            }),
+        }
+    }
+
+    fn indexes_terms(state: &ReplayState) -> Vec<(u64, u64)> {
+        state.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    // Intent: a later entry at an existing index replaces it and everything after it.
+    #[test]
+    fn suffix_is_replaced() {
+        let mut state = ReplayState::new((0, 0), true);
+        state
+            .batch(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        state.batch(&[entry(2, 2)]).unwrap();
+        assert_eq!(indexes_terms(&state), vec![(1, 1), (2, 2)]);
+        assert_eq!(state.last_index, 2);
+    }
+
+    // Intent: entries at or below the snapshot index are dropped and drop the suffix above.
+    #[test]
+    fn entries_at_or_below_the_snapshot_are_dropped() {
+        let mut state = ReplayState::new((5, 1), true);
+        let early: Vec<_> = (3..=8).map(|i| entry(i, 1)).collect();
+        state.batch(&early).unwrap();
+        assert_eq!(indexes_terms(&state), vec![(6, 1), (7, 1), (8, 1)]);
+        state
+            .batch(&[entry(4, 2), entry(5, 2), entry(6, 2)])
+            .unwrap();
+        assert_eq!(indexes_terms(&state), vec![(6, 2)]);
+    }
+
+    // Intent: an entry that leaves a gap is refused, naming its index and offset.
+    #[test]
+    fn gap_is_refused() {
+        let mut state = ReplayState::new((0, 0), true);
+        state.batch(&[entry(1, 1)]).unwrap();
+        let err = state.batch(&[entry(3, 1)]).unwrap_err();
+        assert_eq!((err.offset, err.index), (24, Some(3)));
+    }
+
+    // Intent: metadata may not change between segments.
+    #[test]
+    fn metadata_must_not_change() {
+        let meta = |node_id| Located {
+            offset: 16,
+            record: Record::Metadata(Metadata {
+                node_id,
+                cluster_id: 1,
+            }),
+        };
+        let mut state = ReplayState::new((0, 0), true);
+        state.batch(&[meta(1)]).unwrap();
+        state.batch(&[meta(1)]).unwrap();
+        assert!(state.batch(&[meta(2)]).is_err());
+    }
+}

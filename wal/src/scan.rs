@@ -247,3 +247,149 @@ pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     const ZEROS: [u8; 4096] = [0; 4096];
     bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Encoder, SegmentSeed};
+    use crate::Metadata;
+    use raft_proto::eraftpb::{Entry, HardState};
+
+    const MAX: u64 = 1 << 16;
+    const SEQ: u64 = 4;
+    const SEED: u32 = 0xfeed;
+
+    /// Counts applied batches and entries.
+    #[derive(Default)]
+    struct Count {
+        batches: usize,
+        entries: usize,
+    }
+
+    impl BatchSink for Count {
+        fn batch(&mut self, records: &[Located<'_>]) -> Result<(), Damage> {
+            self.batches += 1;
+            self.entries += records
+                .iter()
+                .filter(|l| matches!(l.record, Record::Entry(_)))
+                .count();
+            Ok(())
+        }
+    }
+
+    /// A segment: head batch, then `batches` batches of two entries, then `zeros` zero bytes.
+    /// Returns the bytes and the offset where each batch (head batch first) ends.
+    fn segment(batches: u64, zeros: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut enc = Encoder::new(&mut buf, 0, SEED, MAX);
+        enc.seed(&SegmentSeed {
+            seq: SEQ,
+            first_index: 1,
+            seed: SEED,
+        });
+        enc.metadata(&Metadata {
+            node_id: 1,
+            cluster_id: 2,
+        });
+        enc.hard_state(&HardState::default());
+        enc.commit(SEQ, SEED);
+        for b in 0..batches {
+            for i in 0..2 {
+                let entry = Entry {
+                    index: 1 + 2 * b + i,
+                    data: vec![7; 20].into(),
+                    ..Entry::default()
+                };
+                enc.entry(&entry).unwrap();
+            }
+            enc.commit(SEQ, SEED);
+        }
+        // Batch ends, found by decoding (the encoder does not expose offsets).
+        let mut offsets = Vec::new();
+        let mut pos = 0;
+        while pos < buf.len() {
+            let d = record::decode(&buf[pos..], MAX).unwrap();
+            pos += d.bytes;
+            if matches!(d.record, Record::BatchCommit(_)) {
+                offsets.push(pos);
+            }
+        }
+        assert_eq!(offsets.len() as u64, batches + 1);
+        buf.resize(buf.len() + zeros, 0);
+        (buf, offsets)
+    }
+
+    fn scan(bytes: &[u8], last: bool) -> (Result<SegmentEnd, Damage>, Count) {
+        let input = SegmentInput {
+            bytes,
+            seq: SEQ,
+            first_index: 1,
+            chain: None,
+            last,
+            max_record_bytes: MAX,
+        };
+        let mut count = Count::default();
+        (scan_segment(&input, &mut count), count)
+    }
+
+    // Intent: complete batches followed by zeros end cleanly, in closed and last segments.
+    #[test]
+    fn clean_end() {
+        let (bytes, ends) = segment(3, 100);
+        for last in [false, true] {
+            let (end, count) = scan(&bytes, last);
+            let end = end.unwrap();
+            assert_eq!(end.tail, Tail::Clean);
+            assert_eq!(end.committed as usize, ends[3]);
+            assert_eq!((count.batches, count.entries), (4, 6));
+        }
+    }
+
+    // Intent: a partial last batch is torn in the last segment and damage in a closed one.
+    #[test]
+    fn partial_batch() {
+        let (bytes, ends) = segment(3, 0);
+        let cut = &bytes[..ends[3] - 8];
+        let (end, count) = scan(cut, true);
+        let end = end.unwrap();
+        assert_eq!(end.committed as usize, ends[2]);
+        assert!(matches!(end.tail, Tail::Torn(_)));
+        assert_eq!(count.batches, 3);
+        assert!(scan(cut, false).0.is_err());
+    }
+
+    // Intent: damage followed by a complete batch is corruption even in the last segment,
+    // while damage inside the last batch is a torn tail.
+    #[test]
+    fn damage_before_a_complete_batch() {
+        let (mut bytes, ends) = segment(3, 64);
+        let in_second = ends[1] + 20;
+        bytes[in_second] ^= 1;
+        let err = scan(&bytes, true).0.unwrap_err();
+        assert_eq!(err.offset as usize, ends[1]);
+        bytes[in_second] ^= 1;
+        bytes[ends[2] + 20] ^= 1;
+        let end = scan(&bytes, true).0.unwrap();
+        assert!(matches!(end.tail, Tail::Torn(_)));
+        assert_eq!(end.committed as usize, ends[2]);
+    }
+
+    // Intent: a segment must continue the chain it is given, and its head must be intact.
+    #[test]
+    fn chain_and_head() {
+        let (bytes, _) = segment(1, 0);
+        let input = SegmentInput {
+            bytes: &bytes,
+            seq: SEQ,
+            first_index: 1,
+            chain: Some(SEED ^ 1),
+            last: true,
+            max_record_bytes: MAX,
+        };
+        let err = scan_segment(&input, &mut Count::default()).unwrap_err();
+        assert_eq!(err.offset, 0);
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 0x40;
+        assert!(scan(&damaged, true).0.is_err());
+    }
+}

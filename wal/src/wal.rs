@@ -188,14 +188,16 @@ impl Wal {
                 seq: 0,
             });
         }
-        segment::remove_temp_files(dir)?;
-        let mut state = ReplayState::new(at, true);
-        let (closed, chain) = scan_closed_segments(&segments, &options, &mut state)?;
         let last = segments.last().ok_or_else(|| Error::NotFound {
             dir: dir.to_path_buf(),
         })?;
+        // Lock before reading anything, so a live writer makes this fail fast.
+        let last_file = open_locked(&last.path)?;
+        segment::remove_temp_files(dir)?;
+        let mut state = ReplayState::new(at, true);
+        let (closed, chain) = scan_closed_segments(&segments, &options, &mut state)?;
         state.begin_segment(last.first_index, segments.len() == 1);
-        let (active, end, tail_repair) = open_last(last, chain, &options, &mut state)?;
+        let (active, end, tail_repair) = open_last(last, last_file, chain, &options, &mut state)?;
         if at != (0, 0) && !state.mark_found {
             return Err(Error::SnapshotMarkNotFound {
                 index: at.0,
@@ -638,21 +640,27 @@ fn corrupt(file: &Path, d: Damage) -> Error {
     }
 }
 
-/// Opens, locks, reads (ordinary reads) and scans the last segment; repairs a torn tail and
-/// restores its preallocation.
+/// Opens `path` for reading and writing and takes the advisory lock on it.
+fn open_locked(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(|| format!("opening {}", path.display())))?;
+    lock(&file, path)?;
+    Ok(file)
+}
+
+/// Reads (ordinary reads) and scans the last segment, already open and locked as `file`;
+/// repairs a torn tail and restores its preallocation.
 fn open_last(
     seg: &SegmentFile,
+    mut file: File,
     chain: Option<u32>,
     options: &Options,
     state: &mut ReplayState,
 ) -> Result<(Active, SegmentEnd, Option<TailRepair>)> {
     let ctx = |what: &'static str| io_err(move || format!("{what} {}", seg.path.display()));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg.path)
-        .map_err(ctx("opening"))?;
-    lock(&file, &seg.path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(ctx("reading"))?;
     let end = scan_bytes(seg, &bytes, chain, true, options, state)?;
