@@ -135,11 +135,12 @@ impl Wal {
         })
     }
 
-    /// Every valid snapshot mark in the log, oldest first, without changing anything.
+    /// Every snapshot mark in a complete batch of the log, oldest first (the copies repeated in
+    /// segment heads listed once), without changing anything. A torn tail is ignored.
     ///
-    /// Valid means: inside a complete batch, and at or below the commit index of the last
-    /// hard state (etcd's rule: a mark saved before the hard state that covers it, then a crash,
-    /// must not be used, or raft would reject the older hard state). A torn tail is ignored.
+    /// A mark may be newer than the last hard state's commit (a crash between the mark and the
+    /// hard state after it): a snapshot only holds committed state, so the caller that opens at
+    /// such a mark MUST raise the replayed hard state's commit to the mark's index.
     ///
     /// # Errors
     /// [`Error::NotFound`] without segments; [`Error::Corrupt`] / [`Error::MissingSegment`] for
@@ -161,12 +162,7 @@ impl Wal {
             };
             chain = Some(end.chain);
         }
-        let commit = state.hard_state.commit;
-        Ok(state
-            .marks
-            .into_iter()
-            .filter(|m| m.index <= commit)
-            .collect())
+        Ok(state.marks)
     }
 
     /// Opens the log for appending after replaying it from snapshot `at` = (index, term).

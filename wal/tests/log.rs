@@ -89,10 +89,10 @@ fn open_at_unknown_mark_is_refused() {
     assert!(replay.entries.is_empty());
 }
 
-// Intent: snapshot_marks lists only marks covered by the last hard state's commit (a mark
-// saved just before a crash, ahead of its hard state, must not be offered).
+// Intent: snapshot_marks lists every mark of a complete batch once, oldest first, including
+// a mark newer than the last commit, and ignores a mark in a torn tail.
 #[test]
-fn snapshot_marks_are_valid_only_up_to_commit() {
+fn snapshot_marks_lists_complete_marks_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = Wal::create(dir.path(), METADATA, small_options()).unwrap();
     let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 5)).collect();
@@ -100,10 +100,24 @@ fn snapshot_marks_are_valid_only_up_to_commit() {
         .unwrap();
     wal.save_snapshot_mark(&mark(4, 1)).unwrap();
     wal.save_snapshot_mark(&mark(8, 1)).unwrap();
+    // Roll over twice: the new segments' heads repeat mark 8.
+    for i in 11..=30 {
+        wal.save(None, &[entry(i, 1, 100)], true).unwrap();
+    }
+    assert!(segment_files(dir.path()).len() >= 3);
     let listed = |dir| Wal::snapshot_marks(dir, &small_options()).unwrap();
-    assert_eq!(listed(dir.path()), vec![mark(4, 1)]);
-    wal.save(Some(&hard_state(1, 1, 10)), &[], true).unwrap();
     assert_eq!(listed(dir.path()), vec![mark(4, 1), mark(8, 1)]);
+    let (file, end) = wal.write_position();
+    let (file, end) = (file.to_path_buf(), end);
+    wal.save_snapshot_mark(&mark(20, 1)).unwrap();
+    drop(wal);
+    assert_eq!(listed(dir.path()).len(), 3);
+    // Tear the last mark's batch: it is no longer listed, and nothing was repaired.
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all_at(&[0xee; 8], end + 20).unwrap();
+    assert_eq!(listed(dir.path()), vec![mark(4, 1), mark(8, 1)]);
+    assert!(broken_files(dir.path()).is_empty());
 }
 
 // Intent: release_to deletes exactly the closed segments whose entries are all at or below
