@@ -1,34 +1,24 @@
 //! The linearizability checker: splits a [`History`] by key, checks each key's register
 //! history with the search of [`crate::search`], and shrinks every failure to a small window.
 //!
-//! # From operations to register operations (per key)
+//! # Per key
 //! Linearizability is compositional (Herlihy and Wing), so each key is checked alone.
-//! 1. A GET that failed carries no information: dropped. A write known NOT applied (503,
-//!    rejected, no connection) is dropped too, so a read of its value has no write to explain
-//!    it and fails the check: a 503'd write must never become visible.
-//! 2. A done write spans [invoked, completed]. An indeterminate write may take effect at any
-//!    time after its invocation, or never: its completion is [`NEVER`].
-//! 3. Values are unique, so a read of value `v` proves `v`'s write happened before the read
-//!    returned: a write's completion is clamped to the earliest return of a read of its value,
-//!    which turns a read indeterminate write into an ordinary one. An indeterminate write
-//!    nobody read is dropped: if it happened, nothing observed it, and a later write or the
-//!    end of the history hides it. (An indeterminate delete is kept unless no read saw the
-//!    key absent.)
-//!
-//! These steps keep the set of linearizable histories exactly the same and remove almost all
-//! never-returning operations, which are what make the search explode.
+//! A GET that failed carries no information: dropped. A write known NOT applied (503,
+//! rejected, no connection) is dropped too, so a read of its value has no write to explain
+//! it and fails the check: a 503'd write must never become visible. A done write spans
+//! [invoked, completed]; an indeterminate write may take effect at any time after its
+//! invocation, or never. The search runs on the whole history as a [`crate::window`] from 0
+//! to the end, which also prunes and clamps indeterminate writes.
 //!
 //! # Shrinking a failure
-//! 1. Smallest failing prefix: the history cut at time `t` keeps the operations invoked by
-//!    `t`; those still running at `t` become pending (a pending read is dropped, a pending
-//!    write is indeterminate). Linearizability is prefix-closed, so "the cut at `t` fails" is
-//!    monotone in `t`: binary search over completion times.
-//! 2. Drop from the front: in that prefix, drop the first `i` operations (by completion) when
-//!    every one of them completed before any remaining one was invoked. The remaining window
-//!    then starts from whatever state the dropped ones left, which is one of: a value one of
-//!    them wrote, or absent when none wrote or one deleted. The window is reported only if
-//!    it fails from *every* such initial state, so it is a sound witness on its own. Again
-//!    monotone in `i`: binary search.
+//! A window that fails from every state its past may have left is a witness on its own
+//! (see [`crate::window`]). Starting from where the failed search got stuck (its frontier):
+//! 1. grow a window ending at the frontier backwards (8, 32, 128, ... operations) until it
+//!    fails; if none does, fall back to the whole history;
+//! 2. move its end back to the earliest completion time at which it still fails (binary
+//!    search: failing is monotone in the end, since linearizability is prefix-closed);
+//! 3. move its start forward to the latest invocation time at which it still fails (binary
+//!    search; every window reported was itself proven to fail).
 //!
 //! A search that runs out of budget answers "unknown"; while shrinking, an unknown probe counts
 //! as "does not fail", which only makes the reported window larger, never wrong.
@@ -39,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use crate::history::{History, OpKind, Operation, Outcome};
 use crate::report::{Report, Violation};
-use crate::search::{search, Answer, Input, Limits, SearchOp, State, ABSENT, NEVER};
+use crate::search::{Answer, Limits, State, ABSENT, NEVER};
+use crate::window::{window, KeyKind, KeyOp, Window};
 
 /// Budget of a whole check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,34 +166,6 @@ pub(crate) enum KeyVerdict {
     Unknown,
 }
 
-/// One operation of one key, after step 1 of the module doc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct KeyOp {
-    /// Index in the history.
-    pub index: usize,
-    pub call: u64,
-    /// Actual completion time (finite).
-    pub ret: u64,
-    pub kind: KeyKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
-    /// A write of a value id (a delete writes [`ABSENT`]); `sure` when it is known done.
-    Write {
-        value: State,
-        sure: bool,
-    },
-    Read(State),
-}
-
-/// A [`KeyOp`] ready for the search.
-#[derive(Debug, Clone, Copy)]
-struct Prepared {
-    index: usize,
-    op: SearchOp,
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos())
         .unwrap_or(NEVER - 1)
@@ -260,181 +223,133 @@ pub(crate) fn key_ops(history: &History, indices: &[usize]) -> Vec<KeyOp> {
 
 /// Checks one key's operations and shrinks a failure to a window.
 pub(crate) fn check_key(ops: &[KeyOp], limits: &Limits) -> KeyVerdict {
-    match search(&search_ops(&prepare(ops)), ABSENT, limits) {
+    let placeholder = ops
+        .iter()
+        .map(|op| match op.kind {
+            KeyKind::Write { value, .. } | KeyKind::Read(value) => value,
+        })
+        .max()
+        .unwrap_or(ABSENT)
+        + 1;
+    let whole = window(ops, 0, NEVER, placeholder);
+    // A violation in a long history costs an exhaustive search to prove; a small window
+    // around where a short search got stuck usually proves it for much less.
+    let quick = Limits {
+        max_steps: limits
+            .max_steps
+            .min(QUICK_STEPS_PER_OP.saturating_mul(ops.len() as u64 + 1)),
+        ..*limits
+    };
+    let mut searched = whole.search(&quick);
+    if searched.answer == Answer::Unknown && quick.max_steps < limits.max_steps {
+        let fails = |start: u64, end: u64| window(ops, start, end, placeholder).fails(limits);
+        if let Some(found) = failing_window_before(ops, searched.frontier, QUICK_WINDOW_OPS, &fails)
+        {
+            return violation(shrink(ops, found, placeholder, limits));
+        }
+        searched = whole.search(limits);
+    }
+    match searched.answer {
         Answer::Linearizable => KeyVerdict::Linearizable,
         Answer::Unknown => KeyVerdict::Unknown,
-        Answer::NotLinearizable => shrink(ops, limits),
-    }
-}
-
-/// Steps 2 and 3 of the module doc.
-fn prepare(ops: &[KeyOp]) -> Vec<Prepared> {
-    let mut first_read_ret: HashMap<State, u64> = HashMap::new();
-    for op in ops {
-        if let KeyKind::Read(value) = op.kind {
-            let ret = first_read_ret.entry(value).or_insert(op.ret);
-            *ret = (*ret).min(op.ret);
+        Answer::NotLinearizable => {
+            let fails = |start: u64, end: u64| window(ops, start, end, placeholder).fails(limits);
+            let found = failing_window_before(ops, searched.frontier, usize::MAX, &fails)
+                .unwrap_or((0, NEVER));
+            violation(shrink(ops, found, placeholder, limits))
         }
     }
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        let (ret, input) = match op.kind {
-            KeyKind::Read(value) => (op.ret, Input::Read(value)),
-            KeyKind::Write { value, sure } => {
-                let read_by = first_read_ret.get(&value).copied();
-                let ret = match (sure, read_by) {
-                    (false, None) => continue,
-                    (false, Some(_)) if value == ABSENT => NEVER,
-                    (true, _) if value == ABSENT => op.ret,
-                    (true, None) => op.ret,
-                    (false, Some(read)) => read.max(op.call),
-                    (true, Some(read)) => op.ret.min(read).max(op.call),
-                };
-                (ret, Input::Write(value))
-            }
-        };
-        out.push(Prepared {
-            index: op.index,
-            op: SearchOp {
-                call: op.call,
-                ret,
-                input,
-            },
-        });
+}
+
+/// Steps of the first, short search per operation of the key.
+const QUICK_STEPS_PER_OP: u64 = 64;
+/// Largest window tried around the frontier of a short search that ran out of steps.
+const QUICK_WINDOW_OPS: usize = 2048;
+
+fn violation(shrunk: Window) -> KeyVerdict {
+    KeyVerdict::Violation {
+        window: shrunk.indices,
+        earlier_ops: shrunk.earlier_ops,
     }
-    out
 }
 
-fn search_ops(prepared: &[Prepared]) -> Vec<SearchOp> {
-    prepared.iter().map(|p| p.op).collect()
-}
+/// Steps 2 and 3 of "Shrinking a failure", from the failing window `[start, end]`; returns
+/// a window proven to fail.
+fn shrink(ops: &[KeyOp], (start, end): (u64, u64), placeholder: State, limits: &Limits) -> Window {
+    let fails = |start: u64, end: u64| window(ops, start, end, placeholder).fails(limits);
 
-/// The history cut at `t` (step 1 of "Shrinking a failure").
-fn cut(ops: &[KeyOp], t: u64) -> Vec<KeyOp> {
-    ops.iter()
-        .filter(|op| op.call <= t)
-        .filter_map(|op| match op.kind {
-            _ if op.ret <= t => Some(*op),
-            KeyKind::Read(_) => None,
-            KeyKind::Write { value, .. } => Some(KeyOp {
-                kind: KeyKind::Write { value, sure: false },
-                ..*op
-            }),
-        })
-        .collect()
-}
-
-/// Linearizable if some initial state works; NotLinearizable only if every one fails.
-fn search_from_any(ops: &[SearchOp], inits: &[State], limits: &Limits) -> Answer {
-    let mut answer = Answer::NotLinearizable;
-    for &init in inits {
-        match search(ops, init, limits) {
-            Answer::Linearizable => return Answer::Linearizable,
-            Answer::Unknown => answer = Answer::Unknown,
-            Answer::NotLinearizable => {}
-        }
-    }
-    answer
-}
-
-fn shrink(ops: &[KeyOp], limits: &Limits) -> KeyVerdict {
-    let fails_at = |t: u64| {
-        search(&search_ops(&prepare(&cut(ops, t))), ABSENT, limits) == Answer::NotLinearizable
-    };
-    let mut times: Vec<u64> = ops.iter().map(|op| op.ret).collect();
-    times.sort_unstable();
-    times.dedup();
-    // Smallest i with fails_at(times[i]); times.len() stands for "the whole history".
-    let (mut lo, mut hi) = (0, times.len());
+    // 2. Earliest end: ends[last] == end is known to fail.
+    let mut ends: Vec<u64> = ops
+        .iter()
+        .map(|op| op.ret)
+        .filter(|&t| t >= start && t < end)
+        .chain([end])
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let (mut lo, mut hi) = (0, ends.len() - 1);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if fails_at(times[mid]) {
+        if fails(start, ends[mid]) {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    let prefix_end = times.get(hi).copied().unwrap_or(NEVER);
-    let mut prefix = prepare(&cut(ops, prefix_end));
-    prefix.sort_by_key(|p| (p.op.ret, p.op.call, p.index));
-    let start = shrink_front(&prefix, limits);
-    KeyVerdict::Violation {
-        window: prefix[start..].iter().map(|p| p.index).collect(),
-        earlier_ops: start,
-    }
-}
+    let end = ends[hi];
 
-/// Step 2 of "Shrinking a failure" on a failing prefix sorted by completion: the start of
-/// the smallest failing window found (the number of operations dropped before it).
-fn shrink_front(prefix: &[Prepared], limits: &Limits) -> usize {
-    // suffix_min_call[i] = earliest invocation among prefix[i..].
-    let mut suffix_min_call = vec![NEVER; prefix.len() + 1];
-    for i in (0..prefix.len()).rev() {
-        suffix_min_call[i] = suffix_min_call[i + 1].min(prefix[i].op.call);
-    }
-    let splits: Vec<usize> = (0..prefix.len())
-        .filter(|&i| i == 0 || prefix[i - 1].op.ret < suffix_min_call[i])
-        .collect();
-    let placeholder = prefix
+    // 3. Latest start: starts[0] == start is known to fail.
+    let mut starts: Vec<u64> = ops
         .iter()
-        .map(|p| match p.op.input {
-            Input::Write(v) | Input::Read(v) => v,
-        })
-        .max()
-        .unwrap_or(ABSENT)
-        + 1;
-    let window_fails = |start: usize| {
-        let (dropped, window) = prefix.split_at(start);
-        let inits = initial_states(dropped, window, placeholder);
-        search_from_any(&search_ops(window), &inits, limits) == Answer::NotLinearizable
-    };
-    // splits[0] == 0 is the whole prefix, which fails; find the last split that still fails.
-    let (mut lo, mut hi) = (0, splits.len().saturating_sub(1));
+        .map(|op| op.call)
+        .filter(|&t| t > start && t <= end)
+        .chain([start])
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let (mut lo, mut hi) = (0, starts.len() - 1);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if window_fails(splits[mid]) {
+        if fails(starts[mid], end) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    splits.get(lo).copied().unwrap_or(0)
+    window(ops, starts[lo], end, placeholder)
 }
 
-/// The states the register may hold after `dropped` (all of which completed before any of
-/// `window` started), up to equivalence: values no read in `window` returns are
-/// indistinguishable, so they are all represented by `placeholder`.
-fn initial_states(dropped: &[Prepared], window: &[Prepared], placeholder: State) -> Vec<State> {
-    let read: HashSet<State> = window
+/// Step 1 of "Shrinking a failure": a failing window ending at `frontier` and holding at
+/// most about `max_ops` operations, if any.
+fn failing_window_before(
+    ops: &[KeyOp],
+    frontier: u64,
+    max_ops: usize,
+    fails: &impl Fn(u64, u64) -> bool,
+) -> Option<(u64, u64)> {
+    if frontier == 0 {
+        return None;
+    }
+    let mut calls: Vec<u64> = ops
         .iter()
-        .filter_map(|p| match p.op.input {
-            Input::Read(v) => Some(v),
-            Input::Write(_) => None,
-        })
+        .map(|op| op.call)
+        .filter(|&t| t <= frontier)
         .collect();
-    let (mut wrote, mut deleted, mut unread) = (false, false, false);
-    let mut states = Vec::new();
-    for p in dropped {
-        match p.op.input {
-            Input::Write(ABSENT) => deleted = true,
-            Input::Write(v) if read.contains(&v) => {
-                wrote = true;
-                states.push(v);
-            }
-            Input::Write(_) => {
-                wrote = true;
-                unread = true;
-            }
-            Input::Read(_) => {}
+    calls.sort_unstable();
+    calls.dedup();
+    let mut back = FIRST_WINDOW_OPS;
+    loop {
+        let start = calls.len().checked_sub(back).map_or(0, |i| calls[i]);
+        if fails(start, frontier) {
+            return Some((start, frontier));
         }
+        if start == 0 || back >= calls.len() || back >= max_ops {
+            return None;
+        }
+        back = back.saturating_mul(WINDOW_GROWTH);
     }
-    if !wrote || deleted {
-        states.push(ABSENT);
-    }
-    if unread {
-        states.push(placeholder);
-    }
-    states.sort_unstable();
-    states.dedup();
-    states
 }
+
+/// Operations in the first window tried when shrinking, and its growth factor.
+const FIRST_WINDOW_OPS: usize = 8;
+const WINDOW_GROWTH: usize = 4;

@@ -34,7 +34,11 @@ mod progress;
 mod report;
 mod rng;
 mod search;
+mod window;
 mod workload;
+
+#[cfg(test)]
+mod brute_force_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,8 @@
 //! # Model
 //! A register holds a [`State`]: [`ABSENT`] or the id of a value. A write (or a delete, which
 //! writes [`ABSENT`]) always succeeds and sets the state; a read succeeds only when it
-//! returns the current state.
+//! returns the current state. An *optional* write may also be skipped (it took effect before
+//! the window being searched).
 //!
 //! # Algorithm
 //! Every operation contributes a *call* entry at its invocation time and a *return* entry at
@@ -16,18 +17,28 @@
 //!   from the head;
 //! - at a return entry, the operation it belongs to cannot be postponed any further, so the
 //!   last choice was wrong: pop the stack, *unlift* that operation (relink its two entries,
-//!   whose own links still point at their old neighbours) and continue after its call entry.
+//!   whose own links still point at their old neighbours) and try the next alternative.
 //!
 //! The history is linearizable when the list is empty. An operation whose return time is
 //! [`NEVER`] (a write that may or may not have happened) has its return entry after every
 //! finite one, so reaching such an entry means every operation that must happen has been
 //! linearized: the remaining ones can all be placed at the end, where they are invisible.
 //!
+//! # Reads first
+//! A read that is callable now (no pending operation returned before its call) and returns
+//! the current state can always be linearized now: in any completion, moving it to the front
+//! changes no state and breaks no real-time order. So the search tries such a read before
+//! anything else, and when the configuration after it fails, the configuration before it
+//! fails too: the search backtracks past it without trying alternatives. This keeps reads
+//! from multiplying the configurations; only the order of concurrent writes branches.
+//!
 //! # Invariants
 //! - The cache holds each (linearized bitset, state) pair at most once, so the search visits
 //!   each configuration at most once and terminates; [`Limits`] bound its steps and memory.
+//!   Every cached configuration that is not on the stack has failed.
 //! - A bitset is identified in the cache by a Zobrist hash (XOR of one random word per
-//!   linearized operation), kept incrementally, plus a full comparison on collision.
+//!   linearized operation), kept incrementally, plus a full comparison on collision; it is
+//!   stored compressed (see `Linearized`).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -51,12 +62,22 @@ pub(crate) enum Input {
 }
 
 /// One operation as the search sees it. `ret >= call`; `ret == NEVER` marks a write that need
-/// not happen.
+/// not happen; an `optional` write may be skipped instead of linearized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SearchOp {
     pub call: u64,
     pub ret: u64,
     pub input: Input,
+    pub optional: bool,
+}
+
+/// The result of one search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Searched {
+    pub answer: Answer,
+    /// The latest return time at which the search got stuck (0 if it never did): where to
+    /// look for a violation.
+    pub frontier: u64,
 }
 
 /// The answer of one search.
@@ -146,29 +167,90 @@ impl EntryList {
     }
 }
 
-/// The set of configurations already explored.
+/// The set of linearized operations. Operation ids follow invocation order, so the set is
+/// nearly always "every operation below some id, plus a few": it is stored as the count of
+/// leading all-ones words and the words after them, which keeps cached sets a few words long
+/// even in histories of many thousands of operations.
+struct Linearized {
+    words: Vec<u64>,
+    /// `words[..full]` are all ones.
+    full: usize,
+    /// `words[top..]` are all zero.
+    top: usize,
+    /// Zobrist hash of the set.
+    hash: u64,
+}
+
+impl Linearized {
+    fn new(ops: usize) -> Linearized {
+        Linearized {
+            words: vec![0; ops.div_ceil(64)],
+            full: 0,
+            top: 0,
+            hash: 0,
+        }
+    }
+
+    fn set(&mut self, op: u32, hash: u64) {
+        let word = (op / 64) as usize;
+        self.words[word] |= 1 << (op % 64);
+        self.hash ^= hash;
+        self.top = self.top.max(word + 1);
+        while self.full < self.words.len() && self.words[self.full] == u64::MAX {
+            self.full += 1;
+        }
+    }
+
+    fn clear(&mut self, op: u32, hash: u64) {
+        let word = (op / 64) as usize;
+        self.words[word] &= !(1 << (op % 64));
+        self.hash ^= hash;
+        self.full = self.full.min(word);
+        while self.top > 0 && self.words[self.top - 1] == 0 {
+            self.top -= 1;
+        }
+    }
+
+    /// The words after the leading full ones, up to the last non-zero one.
+    fn tail(&self) -> &[u64] {
+        &self.words[self.full..self.top.max(self.full)]
+    }
+}
+
+/// A linearized set as cached: (leading full words, the words after them).
+type CompressedSet = (usize, Box<[u64]>);
+
+/// The set of configurations already explored, by (set hash, state).
 struct Cache {
-    seen: HashMap<(u64, State), Vec<Box<[u64]>>>,
+    seen: HashMap<(u64, State), Vec<CompressedSet>>,
     bytes: usize,
 }
 
+/// Bytes a cache entry costs beyond its tail words (map slot, box, counts), roughly.
+const CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;
+
 impl Cache {
-    /// Records (`bits`, `state`); false when it was already there.
-    fn insert(&mut self, hash: u64, bits: &[u64], state: State) -> bool {
-        let slot = self.seen.entry((hash, state)).or_default();
-        if slot.iter().any(|seen| seen[..] == bits[..]) {
+    /// Records (`linearized`, `state`); false when it was already there.
+    fn insert(&mut self, linearized: &Linearized, state: State) -> bool {
+        let slot = self.seen.entry((linearized.hash, state)).or_default();
+        let (full, tail) = (linearized.full, linearized.tail());
+        if slot.iter().any(|(f, t)| *f == full && t[..] == tail[..]) {
             return false;
         }
-        slot.push(bits.into());
-        self.bytes += bits.len() * 8 + 16;
+        slot.push((full, tail.into()));
+        self.bytes += tail.len() * 8 + CACHE_ENTRY_OVERHEAD_BYTES;
         true
     }
 }
 
-fn step(state: State, input: Input) -> Option<State> {
-    match input {
-        Input::Write(value) => Some(value),
-        Input::Read(seen) => (seen == state).then_some(state),
+/// The state after linearizing `op` in `state` by alternative `alt` (0: apply, 1: skip an
+/// optional write), or None when that alternative does not exist or the model refuses it.
+fn transition(op: &SearchOp, state: State, alt: u8) -> Option<State> {
+    match (alt, op.input) {
+        (0, Input::Write(value)) => Some(value),
+        (0, Input::Read(seen)) => (seen == state).then_some(state),
+        (1, Input::Write(_)) if op.optional => Some(state),
+        _ => None,
     }
 }
 
@@ -178,67 +260,150 @@ fn zobrist(op: u32) -> u64 {
 }
 
 /// Searches for a linearization of `ops` starting from `init`.
-pub(crate) fn search(ops: &[SearchOp], init: State, limits: &Limits) -> Answer {
+pub(crate) fn search(ops: &[SearchOp], init: State, limits: &Limits) -> Searched {
     if ops.len() >= (NIL / 2) as usize {
-        return Answer::Unknown;
+        return Searched {
+            answer: Answer::Unknown,
+            frontier: 0,
+        };
     }
-    let mut list = EntryList::new(ops);
-    let hashes: Vec<u64> = (0..ops.len() as u32).map(zobrist).collect();
-    let mut bits = vec![0u64; ops.len().div_ceil(64)];
-    let mut hash = 0u64;
-    let mut cache = Cache {
-        seen: HashMap::new(),
-        bytes: 0,
-    };
-    let mut stack: Vec<(u32, State)> = Vec::new();
-    let mut state = init;
-    let mut entry = list.first();
-    let mut steps = 0u64;
-    while list.first() != NIL {
-        steps += 1;
-        if steps > limits.max_steps || cache.bytes > limits.max_cache_bytes {
-            return Answer::Unknown;
+    // Ids in invocation order keep the linearized sets compact (see `Linearized`).
+    let mut ops = ops.to_vec();
+    ops.sort_by_key(|op| (op.call, op.ret));
+    Search::new(&ops, init, *limits).run()
+}
+
+/// The state of one search; see the module doc.
+struct Search<'a> {
+    ops: &'a [SearchOp],
+    list: EntryList,
+    hashes: Vec<u64>,
+    linearized: Linearized,
+    cache: Cache,
+    /// Linearized operations, with the state before each and the alternative taken.
+    stack: Vec<(u32, State, u8)>,
+    state: State,
+    steps: u64,
+    frontier: u64,
+    limits: Limits,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [SearchOp], init: State, limits: Limits) -> Search<'a> {
+        Search {
+            ops,
+            list: EntryList::new(ops),
+            hashes: (0..ops.len() as u32).map(zobrist).collect(),
+            linearized: Linearized::new(ops.len()),
+            cache: Cache {
+                seen: HashMap::new(),
+                bytes: 0,
+            },
+            stack: Vec::new(),
+            state: init,
+            steps: 0,
+            frontier: 0,
+            limits,
         }
-        if steps.is_multiple_of(STEPS_PER_CLOCK_CHECK) && Instant::now() >= limits.deadline {
-            return Answer::Unknown;
+    }
+
+    fn run(mut self) -> Searched {
+        let answer = self.walk();
+        Searched {
+            answer,
+            frontier: self.frontier,
         }
-        if entry == NIL {
-            // Unreachable: the list always ends with a return entry, where the scan stops.
-            return Answer::Unknown;
-        }
-        let op = entry / 2;
-        let is_call = entry.is_multiple_of(2);
-        if is_call {
-            if let Some(new_state) = step(state, ops[op as usize].input) {
-                let (word, bit) = ((op / 64) as usize, 1u64 << (op % 64));
-                bits[word] |= bit;
-                hash ^= hashes[op as usize];
-                if cache.insert(hash, &bits, new_state) {
-                    stack.push((op, state));
-                    state = new_state;
-                    list.lift(op);
-                    entry = list.first();
-                    continue;
+    }
+
+    fn walk(&mut self) -> Answer {
+        let mut entry = self.pick();
+        let mut first_alt = 0;
+        while self.list.first() != NIL {
+            if self.out_of_budget() || entry == NIL {
+                // entry == NIL is unreachable: the list ends with a return entry.
+                return Answer::Unknown;
+            }
+            let op = entry / 2;
+            if !entry.is_multiple_of(2) {
+                if self.ops[op as usize].ret == NEVER {
+                    return Answer::Linearizable;
                 }
-                bits[word] &= !bit;
-                hash ^= hashes[op as usize];
+                self.frontier = self.frontier.max(self.ops[op as usize].ret);
+            } else if self.try_linearize(op, first_alt) {
+                (entry, first_alt) = (self.pick(), 0);
+                continue;
+            } else if !self.is_matching_read(op) {
+                (entry, first_alt) = (self.list.next[entry as usize], 0);
+                continue;
             }
-            entry = list.next[entry as usize];
-        } else {
-            if ops[op as usize].ret == NEVER {
-                return Answer::Linearizable;
+            // Stuck at a return entry, or a matching read whose next configuration failed
+            // before (so this one fails too): backtrack.
+            match self.backtrack() {
+                Some(resume) => (entry, first_alt) = resume,
+                None => return Answer::NotLinearizable,
             }
-            let Some((undone, prior)) = stack.pop() else {
-                return Answer::NotLinearizable;
+        }
+        Answer::Linearizable
+    }
+
+    fn out_of_budget(&mut self) -> bool {
+        self.steps += 1;
+        self.steps > self.limits.max_steps
+            || self.cache.bytes > self.limits.max_cache_bytes
+            || (self.steps.is_multiple_of(STEPS_PER_CLOCK_CHECK)
+                && Instant::now() >= self.limits.deadline)
+    }
+
+    fn is_matching_read(&self, op: u32) -> bool {
+        self.ops[op as usize].input == Input::Read(self.state)
+    }
+
+    /// The entry to try first: a callable read of the current state if there is one, else
+    /// the head of the list.
+    fn pick(&self) -> u32 {
+        let mut entry = self.list.first();
+        while entry != NIL && entry.is_multiple_of(2) {
+            if self.is_matching_read(entry / 2) {
+                return entry;
+            }
+            entry = self.list.next[entry as usize];
+        }
+        self.list.first()
+    }
+
+    /// Linearizes `op` by the first alternative from `first_alt` that leads to a new
+    /// configuration; false when there is none.
+    fn try_linearize(&mut self, op: u32, first_alt: u8) -> bool {
+        let hash = self.hashes[op as usize];
+        for alt in first_alt..2 {
+            let Some(next) = transition(&self.ops[op as usize], self.state, alt) else {
+                continue;
             };
-            bits[(undone / 64) as usize] &= !(1u64 << (undone % 64));
-            hash ^= hashes[undone as usize];
-            state = prior;
-            list.unlift(undone);
-            entry = list.next[(2 * undone) as usize];
+            self.linearized.set(op, hash);
+            if self.cache.insert(&self.linearized, next) {
+                self.stack.push((op, self.state, alt));
+                self.state = next;
+                self.list.lift(op);
+                return true;
+            }
+            self.linearized.clear(op, hash);
+        }
+        false
+    }
+
+    /// Undoes the last choice that may have an alternative (reads have none, see "Reads
+    /// first"); returns where to resume: the call entry and the next alternative to try.
+    fn backtrack(&mut self) -> Option<(u32, u8)> {
+        loop {
+            let (op, prior, alt) = self.stack.pop()?;
+            self.linearized.clear(op, self.hashes[op as usize]);
+            self.state = prior;
+            self.list.unlift(op);
+            if !matches!(self.ops[op as usize].input, Input::Read(_)) {
+                return Some((2 * op, alt + 1));
+            }
         }
     }
-    Answer::Linearizable
 }
 
 #[cfg(test)]
@@ -259,6 +424,7 @@ mod tests {
             call,
             ret,
             input: Input::Write(v),
+            optional: false,
         }
     }
 
@@ -267,13 +433,18 @@ mod tests {
             call,
             ret,
             input: Input::Read(v),
+            optional: false,
         }
+    }
+
+    fn fails(ops: &[SearchOp], init: State) -> bool {
+        search(ops, init, &limits()).answer == Answer::NotLinearizable
     }
 
     #[test]
     fn empty_history_is_linearizable() {
         // Intent: nothing to order is trivially linearizable.
-        assert_eq!(search(&[], ABSENT, &limits()), Answer::Linearizable);
+        assert_eq!(search(&[], ABSENT, &limits()).answer, Answer::Linearizable);
     }
 
     #[test]
@@ -281,22 +452,22 @@ mod tests {
         // Intent: a read overlapping a write may return the old or the new value.
         let old = [w(0, 1, 1), w(2, 10, 2), r(3, 4, 1)];
         let new = [w(0, 1, 1), w(2, 10, 2), r(3, 4, 2)];
-        assert_eq!(search(&old, ABSENT, &limits()), Answer::Linearizable);
-        assert_eq!(search(&new, ABSENT, &limits()), Answer::Linearizable);
+        assert_eq!(search(&old, ABSENT, &limits()).answer, Answer::Linearizable);
+        assert_eq!(search(&new, ABSENT, &limits()).answer, Answer::Linearizable);
     }
 
     #[test]
     fn read_after_completed_write_must_see_it() {
         // Intent: a read that starts after a write completed cannot see the older value.
         let ops = [w(0, 1, 1), w(2, 3, 2), r(4, 5, 1)];
-        assert_eq!(search(&ops, ABSENT, &limits()), Answer::NotLinearizable);
+        assert!(fails(&ops, ABSENT));
     }
 
     #[test]
     fn backtracking_finds_the_only_order() {
         // Intent: the first order tried (write 1 then 2) fails; the search must backtrack.
         let ops = [w(0, 10, 1), w(0, 10, 2), r(11, 12, 1)];
-        assert_eq!(search(&ops, ABSENT, &limits()), Answer::Linearizable);
+        assert_eq!(search(&ops, ABSENT, &limits()).answer, Answer::Linearizable);
     }
 
     #[test]
@@ -305,9 +476,15 @@ mod tests {
         let late = [w(0, NEVER, 1), r(5, 6, ABSENT), r(7, 8, 1)];
         let never = [w(0, NEVER, 1), r(5, 6, ABSENT)];
         let early = [w(0, NEVER, 1), r(5, 6, 1), r(7, 8, ABSENT)];
-        assert_eq!(search(&late, ABSENT, &limits()), Answer::Linearizable);
-        assert_eq!(search(&never, ABSENT, &limits()), Answer::Linearizable);
-        assert_eq!(search(&early, ABSENT, &limits()), Answer::NotLinearizable);
+        assert_eq!(
+            search(&late, ABSENT, &limits()).answer,
+            Answer::Linearizable
+        );
+        assert_eq!(
+            search(&never, ABSENT, &limits()).answer,
+            Answer::Linearizable
+        );
+        assert!(fails(&early, ABSENT));
     }
 
     #[test]
@@ -320,6 +497,31 @@ mod tests {
             max_steps: 1000,
             ..limits()
         };
-        assert_eq!(search(&ops, ABSENT, &tight), Answer::Unknown);
+        assert_eq!(search(&ops, ABSENT, &tight).answer, Answer::Unknown);
+    }
+
+    #[test]
+    fn optional_write_may_be_skipped_or_applied_but_not_late() {
+        // Intent: an optional write either happened before the window (skipped) or takes
+        // effect within its interval; it cannot take effect after its return.
+        let optional = |call, ret, v| SearchOp {
+            optional: true,
+            ..w(call, ret, v)
+        };
+        let skipped = [optional(0, 5, 1), r(6, 7, 2)];
+        let applied = [optional(0, 5, 1), r(6, 7, 1)];
+        let too_late = [optional(0, 5, 1), r(6, 7, 2), r(8, 9, 1)];
+        assert_eq!(search(&skipped, 2, &limits()).answer, Answer::Linearizable);
+        assert_eq!(search(&applied, 2, &limits()).answer, Answer::Linearizable);
+        assert!(fails(&too_late, 2));
+    }
+
+    #[test]
+    fn frontier_points_at_the_stuck_return() {
+        // Intent: a failed search says where it got stuck: the stale read's return.
+        let ops = [w(0, 1, 1), w(2, 3, 2), r(4, 5, 2), r(6, 7, 1), r(8, 9, 1)];
+        let searched = search(&ops, ABSENT, &limits());
+        assert_eq!(searched.answer, Answer::NotLinearizable);
+        assert_eq!(searched.frontier, 7);
     }
 }

@@ -296,6 +296,33 @@ fn many_concurrent_clients_on_one_key_check_quickly() {
     );
 }
 
+#[test]
+fn violation_in_a_long_contended_history_gets_a_small_window() {
+    // Intent: with 8 overlapping clients there is never a quiet moment to cut at, yet the
+    // window reported around a stale read in the middle of 6000 operations stays small.
+    let mut ops = sequential_execution(&generated_steps(6000, 8), 1);
+    ops.sort_by_key(|o| o.completed);
+    let middle = ops[3000].completed;
+    let overwritten = ops[..2900]
+        .iter()
+        .rev()
+        .find_map(|o| match (&o.kind, &o.outcome) {
+            (OpKind::Put { value }, Outcome::Done) => Some(value.clone()),
+            _ => None,
+        })
+        .expect("a done write");
+    let mut stale = get(9, 0, 0, Some(&overwritten));
+    stale.key = "k0".into();
+    stale.invoked = middle + Duration::from_micros(1);
+    stale.completed = middle + Duration::from_micros(2);
+    ops.push(stale.clone());
+    let report = check_history(&history(ops));
+    assert_eq!(report.verdict(), Verdict::Violation);
+    let window = &report.violations[0].window;
+    assert!(window.contains(&stale), "{}", report.details());
+    assert!(window.len() <= 16, "{}", report.details());
+}
+
 /// One step of a sequential register execution: which operation, and how far its interval
 /// reaches before and after its linearization point (in microseconds).
 #[derive(Debug, Clone)]
