@@ -17,8 +17,9 @@
 //!    fails; if none does, fall back to the whole history;
 //! 2. move its end back to the earliest completion time at which it still fails (binary
 //!    search: failing is monotone in the end, since linearizability is prefix-closed);
-//! 3. move its start forward to the latest invocation time at which it still fails (binary
-//!    search; every window reported was itself proven to fail).
+//! 3. move its start forward to the latest invocation time at which it still fails (the
+//!    last 64 candidates one by one, then binary search; every window reported was itself
+//!    proven to fail).
 //!
 //! A search that runs out of budget answers "unknown"; while shrinking, an unknown probe counts
 //! as "does not fail", which only makes the reported window larger, never wrong.
@@ -85,13 +86,16 @@ pub fn check_history_with(history: &History, limits: &CheckLimits) -> Report {
             KeyVerdict::Unknown => report.unknown_keys.push(key.to_string()),
             KeyVerdict::Violation {
                 mut window,
+                start,
                 earlier_ops,
             } => {
                 window.sort_by_key(|&i| (history.ops[i].invoked, i));
+                let start = Duration::from_nanos(start);
                 report.violations.push(Violation {
                     key: key.to_string(),
-                    writers: writers_outside(history, indices, &window),
+                    context: context(history, indices, &window, start),
                     window: window.iter().map(|&i| history.ops[i].clone()).collect(),
+                    start,
                     earlier_ops,
                 });
             }
@@ -100,9 +104,15 @@ pub fn check_history_with(history: &History, limits: &CheckLimits) -> Report {
     report
 }
 
-/// The writes among `indices` but outside `window` of values that reads in `window`
-/// returned, whatever their outcome: the context a person needs to read the window.
-fn writers_outside(history: &History, indices: &[usize], window: &[usize]) -> Vec<Operation> {
+/// What a person needs to read a window, among `indices` but outside `window`: the writes
+/// (whatever their outcome) of values that reads in the window returned, then the last write
+/// done before the window began.
+fn context(
+    history: &History,
+    indices: &[usize],
+    window: &[usize],
+    start: Duration,
+) -> Vec<Operation> {
     let read: HashSet<&str> = window
         .iter()
         .filter_map(|&i| match &history.ops[i].outcome {
@@ -110,13 +120,25 @@ fn writers_outside(history: &History, indices: &[usize], window: &[usize]) -> Ve
             _ => None,
         })
         .collect();
-    indices
-        .iter()
-        .filter(|i| !window.contains(i))
-        .map(|&i| &history.ops[i])
+    let outside = || {
+        indices
+            .iter()
+            .filter(|i| !window.contains(i))
+            .map(|&i| &history.ops[i])
+    };
+    let mut context: Vec<Operation> = outside()
         .filter(|op| matches!(&op.kind, OpKind::Put { value } if read.contains(value.as_str())))
         .cloned()
-        .collect()
+        .collect();
+    let last_done = outside()
+        .filter(|op| op.outcome == Outcome::Done && op.completed < start)
+        .max_by_key(|op| op.completed);
+    if let Some(op) = last_done {
+        if !context.contains(op) {
+            context.push(op.clone());
+        }
+    }
+    context
 }
 
 fn check_keys_in_parallel(
@@ -158,9 +180,11 @@ fn check_keys_in_parallel(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeyVerdict {
     Linearizable,
-    /// `window` holds history indices; `earlier_ops` operations completed before it.
+    /// `window` holds history indices; it begins at `start` (ns); `earlier_ops`
+    /// operations completed before it.
     Violation {
         window: Vec<usize>,
+        start: u64,
         earlier_ops: usize,
     },
     Unknown,
@@ -269,6 +293,7 @@ const QUICK_WINDOW_OPS: usize = 2048;
 fn violation(shrunk: Window) -> KeyVerdict {
     KeyVerdict::Violation {
         window: shrunk.indices,
+        start: shrunk.start,
         earlier_ops: shrunk.earlier_ops,
     }
 }
@@ -307,7 +332,13 @@ fn shrink(ops: &[KeyOp], (start, end): (u64, u64), placeholder: State, limits: &
         .collect();
     starts.sort_unstable();
     starts.dedup();
-    let (mut lo, mut hi) = (0, starts.len() - 1);
+    // Over-approximating the past makes "fails" only roughly monotone in the start: look at
+    // the latest starts one by one (small windows, cheap), then bisect the rest.
+    let linear_from = starts.len().saturating_sub(LINEAR_START_PROBES).max(1);
+    if let Some(&latest) = starts[linear_from..].iter().rev().find(|&&s| fails(s, end)) {
+        return window(ops, latest, end, placeholder);
+    }
+    let (mut lo, mut hi) = (0, linear_from - 1);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
         if fails(starts[mid], end) {
@@ -350,6 +381,8 @@ fn failing_window_before(
     }
 }
 
+/// Latest window starts tried one by one before bisecting.
+const LINEAR_START_PROBES: usize = 64;
 /// Operations in the first window tried when shrinking, and its growth factor.
 const FIRST_WINDOW_OPS: usize = 8;
 const WINDOW_GROWTH: usize = 4;

@@ -1,6 +1,7 @@
 //! The checker's result and the lines `raftexample check` prints from it.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::history::{Counts, Operation};
 
@@ -24,11 +25,15 @@ pub struct Violation {
     /// Operations on `key`, by invocation time, that cannot be linearized from any state the
     /// earlier operations could have left the key in (a witness on its own).
     pub window: Vec<Operation>,
+    /// Where the window begins. An operation of the window invoked before this is a write
+    /// that was still running then: it may have taken effect before the window or in it.
+    pub start: Duration,
     /// How many operations on `key` completed before the window began.
     pub earlier_ops: usize,
-    /// For people: the writes outside the window of values the window's reads returned,
-    /// whatever their outcome (e.g. the 503'd write whose value was read anyway).
-    pub writers: Vec<Operation>,
+    /// For people, operations outside the window that explain it: the writes of values the
+    /// window's reads returned, whatever their outcome (e.g. a 503'd write whose value was
+    /// read anyway), and the last write done before the window.
+    pub context: Vec<Operation>,
 }
 
 /// The result of [`crate::check_history`].
@@ -105,17 +110,23 @@ impl Report {
         for v in &self.violations {
             let _ = writeln!(
                 out,
-                "check: key {} is not linearizable: these {} operations cannot be ordered from \
-                 any state the {} earlier operations on the key could have left:",
+                "check: key {} is not linearizable: no order of these {} operations works, from \
+                 any state the {} operations done before {:.6}s could have left:",
                 v.key,
                 v.window.len(),
-                v.earlier_ops
+                v.earlier_ops,
+                v.start.as_secs_f64()
             );
             for op in &v.window {
-                let _ = writeln!(out, "  {op}");
+                let note = if op.invoked < v.start {
+                    "   [still running at the window start: may have taken effect before it]"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  {op}{note}");
             }
-            for op in &v.writers {
-                let _ = writeln!(out, "  where the value read was written by: {op}");
+            for op in &v.context {
+                let _ = writeln!(out, "  context, outside the window: {op}");
             }
         }
         out

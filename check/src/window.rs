@@ -60,6 +60,9 @@ pub(crate) struct Window {
     pub indices: Vec<usize>,
     /// The possible initial states (sorted, at least one).
     pub inits: Vec<State>,
+    /// Where the window begins: operations invoked before it are only there as optional
+    /// writes.
+    pub start: u64,
     /// Operations that completed before the window began.
     pub earlier_ops: usize,
 }
@@ -149,6 +152,7 @@ pub(crate) fn window(ops: &[KeyOp], start: u64, end: u64, placeholder: State) ->
         ops,
         indices,
         inits,
+        start,
         earlier_ops,
     }
 }

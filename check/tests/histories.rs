@@ -174,12 +174,18 @@ fn read_of_a_write_known_not_applied_is_caught() {
     ];
     let report = check_history(&history(ops.clone()));
     assert_eq!(assert_violation(ops), vec![get(3, 4, 5, Some("b"))]);
-    // The report names the 503'd write as where the value came from.
+    // The report names the 503'd write as where the value came from, and the last write
+    // done before the window.
     assert_eq!(
-        report.violations[0].writers,
-        vec![put_with(2, "b", 2, 3, Outcome::NotApplied)]
+        report.violations[0].context,
+        vec![
+            put_with(2, "b", 2, 3, Outcome::NotApplied),
+            put(1, "a", 0, 1)
+        ]
     );
-    assert!(report.details().contains("written by: c2 put k \"b\""));
+    assert!(report
+        .details()
+        .contains("context, outside the window: c2 put k \"b\""));
 }
 
 #[test]
