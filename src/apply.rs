@@ -1,27 +1,22 @@
 //! The apply worker: applies committed entries to the [`KvStore`] in log order, off the raft
-//! thread, and makes snapshot images.
+//! thread, and restores snapshots received from the leader.
 //!
 //! Input is the commit channel ([`Apply`], FIFO, bounded: when it is full the raft thread
 //! blocks, which is the back-pressure we want: raft must not commit faster than we apply
-//! forever). Because the channel is FIFO, an [`Apply::Snapshot`] request sees every earlier
-//! entry applied, so the image is exactly the state at `applied_index`.
+//! forever).
 //!
-//! Output: completed [`Waiters`], the applied index on a `watch` channel (linearizable and
-//! `min_index` reads wait on it), and [`Report::SnapshotSaved`] to the raft thread once a
-//! snapshot file is durable (the raft thread then writes the WAL mark: file first, mark second).
-//! A snapshot pauses applying only while the map's handles are copied; the image is encoded
-//! into the file by a short-lived `snapshot` thread.
+//! Output: completed [`Waiters`] and the applied index on a `watch` channel (linearizable and
+//! `min_index` reads wait on it). Making snapshots is not its job: see `snapshot_builder.rs`,
+//! which never touches the map, so applying never pauses for a snapshot.
 
 use std::sync::Arc;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{Entry, EntryType, Snapshot};
 use slog::{error, info, Logger};
 use tokio::sync::watch;
 
 use crate::command::{Command, Request};
 use crate::kv::KvStore;
-use crate::membership::Membership;
-use crate::raft_node::Report;
 use crate::waiters::{Applied, Waiters};
 
 /// Commit channel bound, in messages (each message is one Ready's worth of entries).
@@ -33,13 +28,6 @@ pub enum Apply {
     Entries(Vec<Entry>),
     /// Replace the state with this snapshot (already durable and validated).
     Restore(Snapshot),
-    /// Make a snapshot of the state at the current applied index, with this membership.
-    Snapshot {
-        /// Conf state as of the applied index.
-        conf_state: ConfState,
-        /// Membership as of the applied index.
-        membership: Membership,
-    },
 }
 
 /// Everything the apply worker owns or publishes.
@@ -50,10 +38,6 @@ pub struct ApplyWorker {
     pub waiters: Arc<Waiters>,
     /// Publishes the applied index.
     pub applied_tx: watch::Sender<u64>,
-    /// Reports snapshots back to the raft thread.
-    pub reports: crossbeam_channel::Sender<Report>,
-    /// Saves snapshot files.
-    pub snapshotter: snap::Snapshotter,
     /// Log.
     pub logger: Logger,
     /// Index and term of the last applied entry.
@@ -67,10 +51,6 @@ impl ApplyWorker {
             match msg {
                 Apply::Entries(entries) => self.apply_entries(entries),
                 Apply::Restore(snapshot) => self.restore(snapshot),
-                Apply::Snapshot {
-                    conf_state,
-                    membership,
-                } => self.snapshot(conf_state, membership),
             }
         }
     }
@@ -99,7 +79,7 @@ impl ApplyWorker {
                 match Request::decode(&e.data) {
                     Ok(Request { id, command }) => {
                         match command {
-                            Command::Put { key, value } => map.put(key, value),
+                            Command::Put { key, value } => map.put(&key, &value),
                             Command::Delete { key } => map.delete(&key),
                         }
                         done.push((
@@ -136,39 +116,6 @@ impl ApplyWorker {
             // Images are validated before raft sees them and CRC-checked on disk, so this is
             // a bug; carrying on would serve a wrong state.
             Err(e) => crate::fatal(&self.logger, "cannot restore a validated snapshot", &e),
-        }
-    }
-
-    /// Takes a copy-free picture of the state (applies pause only for that), then encodes it
-    /// straight into the snap file on a separate thread while applying goes on.
-    fn snapshot(&mut self, conf_state: ConfState, membership: Membership) {
-        let started = std::time::Instant::now();
-        let image = self.kv.freeze(&membership);
-        let frozen_ms = started.elapsed().as_millis() as u64;
-        let mut meta = SnapshotMetadata {
-            index: self.applied.index,
-            term: self.applied.term,
-            ..Default::default()
-        };
-        meta.set_conf_state(conf_state);
-        let snapshotter = self.snapshotter.clone();
-        let reports = self.reports.clone();
-        let logger = self.logger.clone();
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || {
-                let bytes = image.len();
-                let saved = snapshotter.save_streamed(&meta, bytes, |w| image.write_to(w));
-                if let Err(e) = saved {
-                    crate::fatal(&logger, "cannot save a snapshot file", &e);
-                }
-                info!(logger, "snapshot saved";
-                    "index" => meta.index, "bytes" => bytes, "freeze_ms" => frozen_ms,
-                    "total_ms" => started.elapsed().as_millis() as u64);
-                let _ = reports.send(Report::SnapshotSaved(meta));
-            });
-        if let Err(e) = spawned {
-            crate::fatal(&self.logger, "cannot start the snapshot thread", &e);
         }
     }
 }

@@ -11,7 +11,9 @@
 //! The snap file around it carries the CRC; [`validate_image`] checks the structure of an
 //! image received from a peer before raft ever sees it.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::RwLock;
 
 use bytes::Bytes;
@@ -26,12 +28,81 @@ pub struct KvStore {
     state: RwLock<KvState>,
 }
 
+/// An image that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed snapshot image: {0}")]
+pub struct ImageError(&'static str);
+
+impl From<MembershipDecodeError> for ImageError {
+    fn from(e: MembershipDecodeError) -> Self {
+        ImageError(e.0)
+    }
+}
+
+/// One key and its value in a single allocation: `[key_len u32 LE][key][value]`. Hashed and
+/// compared by key only, so a `HashSet<Pair>` is a map that costs one fat pointer per bucket
+/// and one allocation per key (a `HashMap<Bytes, Bytes>` costs four times the bucket space).
+struct Pair(Box<[u8]>);
+
+impl Pair {
+    fn new(key: &[u8], value: &[u8]) -> Pair {
+        let mut buf = Vec::with_capacity(4 + key.len() + value.len());
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        Pair(buf.into_boxed_slice())
+    }
+
+    fn key_len(&self) -> usize {
+        u32::from_le_bytes(self.0[..4].try_into().expect("4 bytes")) as usize
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.0[4..4 + self.key_len()]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[4 + self.key_len()..]
+    }
+}
+
+impl Borrow<[u8]> for Pair {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl Hash for Pair {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialEq for Pair {
+    fn eq(&self, other: &Pair) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Pair {}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Pair({} byte key, {} byte value)",
+            self.key_len(),
+            self.value().len()
+        )
+    }
+}
+
 /// The map and a digest of its contents that every replica computes alike: the XOR of an
 /// FNV-1a hash of each (key, value) pair, kept up to date on every change, so replicas can be
 /// compared in `GET /status` without hashing the whole map.
 #[derive(Debug, Default)]
 pub struct KvState {
-    map: HashMap<Bytes, Bytes>,
+    map: HashSet<Pair>,
     digest: u64,
     /// Index of the last entry applied to this state.
     pub applied_index: u64,
@@ -49,36 +120,28 @@ fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
 
 impl KvState {
     /// Sets `key` to `value`.
-    pub fn put(&mut self, key: Bytes, value: Bytes) {
-        self.digest ^= pair_hash(&key, &value);
-        if let Some(old) = self.map.insert(key.clone(), value) {
-            self.digest ^= pair_hash(&key, &old);
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.digest ^= pair_hash(key, value);
+        if let Some(old) = self.map.replace(Pair::new(key, value)) {
+            self.digest ^= pair_hash(old.key(), old.value());
         }
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &[u8]) {
-        if let Some(old) = self.map.remove(key) {
-            self.digest ^= pair_hash(key, &old);
+        if let Some(old) = self.map.take(key) {
+            self.digest ^= pair_hash(old.key(), old.value());
         }
-    }
-}
-
-/// An image that does not decode.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("malformed snapshot image: {0}")]
-pub struct ImageError(&'static str);
-
-impl From<MembershipDecodeError> for ImageError {
-    fn from(e: MembershipDecodeError) -> Self {
-        ImageError(e.0)
     }
 }
 
 impl KvStore {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.read().map.get(key).cloned()
+        self.read()
+            .map
+            .get(key)
+            .map(|p| Bytes::copy_from_slice(p.value()))
     }
 
     /// Number of keys.
@@ -86,15 +149,15 @@ impl KvStore {
         self.read().map.len()
     }
 
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The applied index and the digest of the contents at it (see [`KvState`]).
     pub fn digest(&self) -> (u64, u64) {
         let state = self.read();
         (state.applied_index, state.digest)
-    }
-
-    /// True when there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Runs `f` with the state locked for writing (one lock per batch of committed entries).
@@ -107,33 +170,15 @@ impl KvStore {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The snapshot image of `membership` and the current map, in memory.
+    /// The snapshot image of `membership` and the current map, in memory (bootstrap and
+    /// tests; running nodes build images with [`merge_image`] without touching the map).
     pub fn image(&self, membership: &Membership) -> Vec<u8> {
-        let image = self.freeze(membership);
-        let mut out = Vec::with_capacity(image.len() as usize);
-        image
-            .write_to(&mut out)
-            .expect("writing to a Vec cannot fail");
-        out
-    }
-
-    /// The state at this instant, ready to be written as an image without holding the lock:
-    /// only the key and value handles are copied (reference counts), not their bytes.
-    pub fn freeze(&self, membership: &Membership) -> FrozenImage {
-        let mut head = Vec::new();
-        head.extend_from_slice(MAGIC);
-        membership.encode_into(&mut head);
         let state = self.read();
-        let pairs: Vec<(Bytes, Bytes)> = state
-            .map
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        FrozenImage {
-            head,
-            pairs,
-            applied_index: state.applied_index,
+        let mut out = image_head(membership, state.map.len() as u64);
+        for p in &state.map {
+            push_pair(&mut out, p.key(), p.value());
         }
+        out
     }
 
     /// Replaces the map with the one in `image`, taken at `index`; returns the image's
@@ -141,57 +186,113 @@ impl KvStore {
     ///
     /// # Errors
     /// [`ImageError`] when the image is malformed; the map is then unchanged.
-    pub fn restore(&self, image: &Bytes, index: u64) -> Result<Membership, ImageError> {
-        let (membership, pairs) = decode_image(image)?;
+    pub fn restore(&self, image: &[u8], index: u64) -> Result<Membership, ImageError> {
         let mut fresh = KvState {
-            map: HashMap::with_capacity(pairs.len()),
-            digest: 0,
             applied_index: index,
+            ..KvState::default()
         };
-        for (k, v) in pairs {
-            fresh.put(k, v);
-        }
+        let membership = walk_image(image, |k, v| fresh.put(&image[k], &image[v]))?;
         self.write_batch(|state| *state = fresh);
         Ok(membership)
     }
 }
 
-/// A copy-free picture of the state, to be written out as an image (see [`KvStore::freeze`]).
-pub struct FrozenImage {
-    head: Vec<u8>,
-    pairs: Vec<(Bytes, Bytes)>,
-    /// The applied index the picture was taken at.
-    pub applied_index: u64,
+fn image_head(membership: &Membership, count: u64) -> Vec<u8> {
+    let mut head = Vec::new();
+    head.extend_from_slice(MAGIC);
+    membership.encode_into(&mut head);
+    head.extend_from_slice(&count.to_le_bytes());
+    head
 }
 
-impl FrozenImage {
-    /// Length of the encoded image in bytes.
+fn push_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The changes made by a run of committed entries: key -> new value, or `None` for deleted.
+pub type Overlay = HashMap<Bytes, Option<Bytes>>;
+
+/// A new image = a previous image with an [`Overlay`] applied, written without building the
+/// map: pairs of `prev` whose key the overlay does not touch are copied as they are, then the
+/// overlay's values follow.
+pub struct MergedImage<'a> {
+    head: Vec<u8>,
+    prev: &'a [u8],
+    overlay: &'a Overlay,
+    len: u64,
+}
+
+/// Prepares the merge of `prev` (an image) and `overlay` under `membership`.
+///
+/// # Errors
+/// [`ImageError`] when `prev` is malformed.
+pub fn merge_image<'a>(
+    prev: &'a [u8],
+    overlay: &'a Overlay,
+    membership: &Membership,
+) -> Result<MergedImage<'a>, ImageError> {
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    walk_image(prev, |k, v| {
+        if !overlay.contains_key(&prev[k.clone()]) {
+            count += 1;
+            bytes += 8 + (k.len() + v.len()) as u64;
+        }
+    })?;
+    for (k, v) in overlay {
+        if let Some(v) = v {
+            count += 1;
+            bytes += 8 + (k.len() + v.len()) as u64;
+        }
+    }
+    let head = image_head(membership, count);
+    let len = head.len() as u64 + bytes;
+    Ok(MergedImage {
+        head,
+        prev,
+        overlay,
+        len,
+    })
+}
+
+impl MergedImage<'_> {
+    /// Length of the merged image in bytes.
     pub fn len(&self) -> u64 {
-        let pairs: u64 = self
-            .pairs
-            .iter()
-            .map(|(k, v)| 8 + (k.len() + v.len()) as u64)
-            .sum();
-        self.head.len() as u64 + 8 + pairs
+        self.len
     }
 
-    /// True when the image holds no pairs.
+    /// True when the image would be empty (never: it has a header).
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.len == 0
     }
 
-    /// Writes the image (the format in the module doc).
+    /// Writes the merged image.
     ///
     /// # Errors
     /// Whatever the writer returns.
     pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         w.write_all(&self.head)?;
-        w.write_all(&(self.pairs.len() as u64).to_le_bytes())?;
-        for (k, v) in &self.pairs {
-            w.write_all(&(k.len() as u32).to_le_bytes())?;
-            w.write_all(k)?;
-            w.write_all(&(v.len() as u32).to_le_bytes())?;
-            w.write_all(v)?;
+        let mut result = Ok(());
+        let prev = self.prev;
+        let mut buf = Vec::with_capacity(256);
+        walk_image(prev, |k, v| {
+            if result.is_ok() && !self.overlay.contains_key(&prev[k.clone()]) {
+                buf.clear();
+                push_pair(&mut buf, &prev[k], &prev[v]);
+                result = w.write_all(&buf);
+            }
+        })
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        result?;
+        for (k, v) in self.overlay {
+            if let Some(v) = v {
+                buf.clear();
+                push_pair(&mut buf, k, v);
+                w.write_all(&buf)?;
+            }
         }
         Ok(())
     }
@@ -212,16 +313,6 @@ pub fn image_membership(image: &[u8]) -> Result<Membership, ImageError> {
 /// [`ImageError`] naming the first problem.
 pub fn validate_image(image: &[u8]) -> Result<(), ImageError> {
     walk_image(image, |_, _| {}).map(|_| ())
-}
-
-fn decode_image(image: &Bytes) -> Result<(Membership, Vec<(Bytes, Bytes)>), ImageError> {
-    let mut ranges = Vec::new();
-    let membership = walk_image(image, |k, v| ranges.push((k, v)))?;
-    let pairs = ranges
-        .into_iter()
-        .map(|(k, v)| (image.slice(k), image.slice(v)))
-        .collect();
-    Ok((membership, pairs))
 }
 
 type Range = std::ops::Range<usize>;
@@ -257,21 +348,24 @@ fn walk_image(image: &[u8], mut pair: impl FnMut(Range, Range)) -> Result<Member
 mod tests {
     use super::*;
 
-    // Intent: an image restores the same map and membership; every truncation or a trailing
-    // byte is rejected without touching the current map.
-    #[test]
-    fn image_round_trip_and_damage() {
+    fn sample() -> (KvStore, Membership) {
         let kv = KvStore::default();
         kv.write_batch(|m| {
-            m.put(Bytes::from_static(b"a"), Bytes::from_static(b"0"));
-            m.put(Bytes::from_static(b"a"), Bytes::from_static(b"1"));
-            m.put(Bytes::from_static(b"bb"), Bytes::from_static(b""));
-            m.put(Bytes::from_static(b"gone"), Bytes::from_static(b"x"));
+            m.put(b"a", b"0");
+            m.put(b"a", b"1");
+            m.put(b"bb", b"");
+            m.put(b"gone", b"x");
             m.delete(b"gone");
         });
-        let members = Membership::initial(&["http://127.0.0.1:1".into()]);
-        let image = Bytes::from(kv.image(&members));
-        assert_eq!(image.len() as u64, kv.freeze(&members).len());
+        (kv, Membership::initial(&["http://127.0.0.1:1".into()]))
+    }
+
+    // Intent: an image restores the same map, digest and membership; every truncation or a
+    // trailing byte is rejected without touching the current map.
+    #[test]
+    fn image_round_trip_and_damage() {
+        let (kv, members) = sample();
+        let image = kv.image(&members);
         validate_image(&image).unwrap();
         assert_eq!(image_membership(&image).unwrap(), members);
 
@@ -279,6 +373,7 @@ mod tests {
         assert_eq!(other.restore(&image, 5).unwrap(), members);
         assert_eq!(other.get(b"a").unwrap(), Bytes::from_static(b"1"));
         assert_eq!(other.get(b"bb").unwrap(), Bytes::new());
+        assert_eq!(other.get(b"gone"), None);
         assert_eq!(other.len(), 2);
         assert_eq!(
             other.digest(),
@@ -288,13 +383,41 @@ mod tests {
         assert_ne!(kv.digest().1, 0);
 
         for cut in 0..image.len() {
-            let damaged = image.slice(..cut);
-            assert!(validate_image(&damaged).is_err());
-            assert!(other.restore(&damaged, 6).is_err());
+            assert!(validate_image(&image[..cut]).is_err());
+            assert!(other.restore(&image[..cut], 6).is_err());
         }
-        let mut longer = image.to_vec();
+        let mut longer = image.clone();
         longer.push(0);
         assert!(validate_image(&longer).is_err());
         assert_eq!(other.len(), 2, "failed restores leave the map alone");
+    }
+
+    // Intent: merging an image with the changes of later entries gives exactly the image of
+    // the map with those changes applied (overwrites, deletes, new keys, deletes of absent
+    // keys), with the length announced in advance.
+    #[test]
+    fn merged_image_equals_the_image_of_the_changed_map() {
+        let (kv, members) = sample();
+        let prev = kv.image(&members);
+        let mut overlay = Overlay::new();
+        overlay.insert(Bytes::from_static(b"a"), Some(Bytes::from_static(b"2")));
+        overlay.insert(Bytes::from_static(b"bb"), None);
+        overlay.insert(Bytes::from_static(b"new"), Some(Bytes::from_static(b"n")));
+        overlay.insert(Bytes::from_static(b"never"), None);
+        let merged = merge_image(&prev, &overlay, &members).unwrap();
+        let mut out = Vec::new();
+        merged.write_to(&mut out).unwrap();
+        assert_eq!(out.len() as u64, merged.len());
+
+        kv.write_batch(|m| {
+            m.put(b"a", b"2");
+            m.delete(b"bb");
+            m.put(b"new", b"n");
+        });
+        let restored = KvStore::default();
+        restored.restore(&out, 9).unwrap();
+        assert_eq!(restored.digest().1, kv.digest().1);
+        assert_eq!(restored.len(), 2);
+        assert_eq!(restored.get(b"new").unwrap(), Bytes::from_static(b"n"));
     }
 }

@@ -11,6 +11,7 @@
 //!   raft storage, membership and the transport.
 //! - [`storage`]: the in-memory raft log raft-rs reads.
 //! - [`apply`]: the apply worker; [`kv`]: the state machine and its snapshot image;
+//!   [`snapshot_builder`]: new snapshots merged from the previous one and the log;
 //!   [`command`]: what an entry carries; [`membership`]: IDs and peer URLs.
 //! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP.
 //! - [`api`]: the client HTTP API; [`waiters`]: clients waiting for their entries;
@@ -29,6 +30,7 @@ pub mod peer_server;
 pub mod raft_node;
 pub mod recovery;
 pub mod server;
+pub mod snapshot_builder;
 pub mod storage;
 pub mod transport;
 pub mod waiters;

@@ -39,6 +39,7 @@ use crate::command::ConfChangeContext;
 use crate::config::Config;
 use crate::membership::{Member, Membership};
 use crate::peer_server::PeerGate;
+use crate::snapshot_builder::SnapshotJob;
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
 use crate::waiters::{Applied, Waiters};
@@ -53,6 +54,9 @@ const MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
 const MAX_INFLIGHT_MSGS: usize = 256;
 /// Uncommitted bytes a leader accepts before dropping proposals (answered 503).
 const MAX_UNCOMMITTED_BYTES: u64 = 256 * 1024 * 1024;
+/// Snapshots are spaced so that the gap after one is this many times as long as building it
+/// took (building takes at most a quarter of the time).
+const SNAPSHOT_DUTY_DIVISOR: u32 = 3;
 
 /// Why a request was not proposed (every variant means: nothing was applied).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -258,8 +262,13 @@ pub struct RaftNode {
     pub snapshot_index: u64,
     /// Last committed index handed to the apply worker.
     pub sent_index: u64,
+    /// Feeds `Report`s back to this thread (cloned into snapshot jobs).
+    pub reports: crossbeam_channel::Sender<Report>,
     reads: ReadQueue,
-    snapshotting: bool,
+    /// When the snapshot job in flight started.
+    snapshot_started: Option<Instant>,
+    /// No new snapshot job before this instant.
+    next_snapshot_at: Instant,
     removed: bool,
     stopping: Option<Instant>,
     transfers: Vec<(u64, Instant, oneshot::Sender<Result<(), Refusal>>)>,
@@ -299,6 +308,7 @@ impl RaftNode {
         gate: Arc<PeerGate>,
         waiters: Arc<Waiters>,
         config: Arc<Config>,
+        reports: crossbeam_channel::Sender<Report>,
         logger: Logger,
     ) -> RaftNode {
         let conf_state = raw
@@ -321,8 +331,10 @@ impl RaftNode {
             logger,
             snapshot_index,
             sent_index: snapshot_index,
+            reports,
             reads: ReadQueue::default(),
-            snapshotting: false,
+            snapshot_started: None,
+            next_snapshot_at: Instant::now(),
             removed: false,
             stopping: None,
             transfers: Vec::new(),
@@ -854,27 +866,62 @@ impl RaftNode {
     }
 
     /// Step 9: every `snapshot_count` applied entries, or when a follower needs a snapshot
-    /// that contains it (trap 2), ask the apply worker for one.
+    /// that contains it (trap 2), start a [`SnapshotJob`]. Snapshots are also spaced so that
+    /// building them takes at most a quarter of the time ([`SNAPSHOT_DUTY_DIVISOR`]): with a
+    /// large state and a small count, back-to-back snapshots would otherwise eat a core.
     fn maybe_snapshot(&mut self) {
         let wanted = self.raw.store().take_snapshot_wanted();
-        if self.snapshotting || self.sent_index <= self.snapshot_index {
+        if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
             return;
         }
         if !wanted && self.sent_index - self.snapshot_index < self.config.snapshot_count {
             return;
         }
-        self.snapshotting = true;
-        let msg = Apply::Snapshot {
-            conf_state: self.conf_state.clone(),
-            membership: self.membership.clone(),
+        if Instant::now() < self.next_snapshot_at {
+            if wanted {
+                self.raw.mut_store().want_snapshot();
+            }
+            return;
+        }
+        let store = self.raw.store();
+        let prev = store.snapshot_metadata();
+        let prev = (prev.index, prev.term);
+        let ctx = raft::GetEntriesContext::empty(false);
+        let entries = match store.entries(prev.0 + 1, self.sent_index + 1, None, ctx) {
+            Ok(entries) => entries,
+            Err(e) => {
+                error!(self.logger, "entries since the last snapshot are gone"; "error" => %e);
+                return;
+            }
         };
-        self.send_commits(msg);
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let mut meta = SnapshotMetadata {
+            index: last.index,
+            term: last.term,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.conf_state.clone());
+        self.snapshot_started = Some(Instant::now());
+        SnapshotJob {
+            prev,
+            entries,
+            meta,
+            membership: self.membership.clone(),
+            files: self.snapshotter.clone(),
+            reports: self.reports.clone(),
+            logger: self.logger.clone(),
+        }
+        .spawn();
     }
 
     /// The snapshot file is durable: mark it in the WAL, keep it for followers, compact the
     /// raft log (keeping the catch-up entries), release WAL segments, purge old files.
     fn on_snapshot_saved(&mut self, meta: SnapshotMetadata) {
-        self.snapshotting = false;
+        if let Some(started) = self.snapshot_started.take() {
+            self.next_snapshot_at = Instant::now() + started.elapsed() * SNAPSHOT_DUTY_DIVISOR;
+        }
         if meta.index <= self.snapshot_index {
             return;
         }

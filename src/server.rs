@@ -144,14 +144,13 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         gate.clone(),
         waiters.clone(),
         config.clone(),
+        report_tx,
         logger.new(slog::o!("part" => "raft")),
     );
     let worker = ApplyWorker {
         kv: kv.clone(),
         waiters: waiters.clone(),
         applied_tx,
-        reports: report_tx,
-        snapshotter,
         logger: logger.new(slog::o!("part" => "apply")),
         applied: Applied {
             index: applied_index,

@@ -121,6 +121,11 @@ impl RaftStorage {
         self.entries.drain(..drop);
     }
 
+    /// Remembers that a follower still needs a fresh snapshot.
+    pub fn want_snapshot(&self) {
+        self.snapshot_wanted.set(true);
+    }
+
     /// True once since the last call if a follower needed a snapshot we could not give.
     pub fn take_snapshot_wanted(&self) -> bool {
         self.snapshot_wanted.replace(false)

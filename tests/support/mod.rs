@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Tick interval the test clusters use: 5x faster than the default so tests stay short.
-pub const TICK_MS: u64 = 20;
+/// Tick interval the test clusters use: 2.5x faster than the default so tests stay short.
+pub const TICK_MS: u64 = 40;
 
 /// A reply.
 #[derive(Debug, Clone)]

@@ -1,0 +1,101 @@
+//! Making a snapshot without pausing the state machine: the new image is the previous snapshot's
+//! image with the committed entries since applied to it, merged on a separate thread.
+//!
+//! The raft thread starts a [`SnapshotJob`] when `--snapshot-count` entries were applied since
+//! the newest snapshot (or a follower needs one that contains it, trap 2). The job gets the
+//! previous snapshot's (index, term), the committed entries after it up to the new index (the
+//! raft log keeps them: it is only ever compacted below the newest snapshot), the conf state and
+//! membership at the new index. It reads the previous image from its snap file, folds the
+//! entries into an [`Overlay`] (only the keys they touch), streams the merged image into the new
+//! snap file, and reports [`Report::SnapshotSaved`]; the raft thread then writes the WAL mark
+//! (file first, mark second) and compacts.
+//!
+//! So the apply worker never stops for a snapshot and the map is never copied; the price is
+//! reading the previous image once per snapshot, which the raft thread bounds by spacing
+//! snapshots (see `raft_node.rs`).
+
+use std::time::Instant;
+
+use raft::eraftpb::{Entry, EntryType, SnapshotMetadata};
+use slog::{info, Logger};
+
+use crate::command::{Command, Request};
+use crate::kv::{merge_image, Overlay};
+use crate::membership::Membership;
+use crate::raft_node::Report;
+
+/// Everything one snapshot needs.
+pub struct SnapshotJob {
+    /// (index, term) of the previous snapshot, whose file MUST exist.
+    pub prev: (u64, u64),
+    /// Committed entries after `prev.0`, in order, up to the new snapshot's index.
+    pub entries: Vec<Entry>,
+    /// The new snapshot's metadata (index and term of the last entry, conf state there).
+    pub meta: SnapshotMetadata,
+    /// Membership at the new index.
+    pub membership: Membership,
+    /// The snap directory.
+    pub files: snap::Snapshotter,
+    /// Where to report.
+    pub reports: crossbeam_channel::Sender<Report>,
+    /// Log.
+    pub logger: Logger,
+}
+
+impl SnapshotJob {
+    /// Runs the job on its own thread.
+    pub fn spawn(self) {
+        let logger = self.logger.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || self.run());
+        if let Err(e) = spawned {
+            crate::fatal(&logger, "cannot start the snapshot thread", &e);
+        }
+    }
+
+    fn run(self) {
+        let started = Instant::now();
+        let prev = match self.files.load(self.prev.0, self.prev.1) {
+            Ok(prev) => prev,
+            Err(e) => crate::fatal(&self.logger, "cannot read the previous snapshot", &e),
+        };
+        let overlay = overlay(&self.entries);
+        let merged = match merge_image(&prev.data, &overlay, &self.membership) {
+            Ok(merged) => merged,
+            Err(e) => crate::fatal(&self.logger, "the previous snapshot image is malformed", &e),
+        };
+        let bytes = merged.len();
+        let saved = self
+            .files
+            .save_streamed(&self.meta, bytes, |w| merged.write_to(w));
+        if let Err(e) = saved {
+            crate::fatal(&self.logger, "cannot save a snapshot file", &e);
+        }
+        info!(self.logger, "snapshot saved";
+            "index" => self.meta.index, "bytes" => bytes, "entries_merged" => self.entries.len(),
+            "ms" => started.elapsed().as_millis() as u64);
+        let _ = self.reports.send(Report::SnapshotSaved(self.meta));
+    }
+}
+
+/// The net effect of `entries` on the map: the last write of each key wins.
+fn overlay(entries: &[Entry]) -> Overlay {
+    let mut overlay = Overlay::new();
+    for e in entries {
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            continue;
+        }
+        // Undecodable entries are skipped by the apply worker too; both stay in step.
+        match Request::decode(&e.data).map(|r| r.command) {
+            Ok(Command::Put { key, value }) => {
+                overlay.insert(key, Some(value));
+            }
+            Ok(Command::Delete { key }) => {
+                overlay.insert(key, None);
+            }
+            Err(_) => {}
+        }
+    }
+    overlay
+}
