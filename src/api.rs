@@ -273,7 +273,13 @@ impl Api {
     }
 
     async fn put(&self, key: Bytes, req: Request<Incoming>, deadline: Instant) -> Answer {
-        let value = match read_body(req.into_body(), self.config.max_request_body_bytes).await {
+        let value = match read_body(
+            req.into_body(),
+            self.config.max_request_body_bytes,
+            deadline,
+        )
+        .await
+        {
             Ok(v) => v,
             Err(answer) => return answer,
         };
@@ -336,7 +342,7 @@ impl Api {
         req: Request<Incoming>,
         deadline: Instant,
     ) -> Answer {
-        let body = match read_body(req.into_body(), 4096).await {
+        let body = match read_body(req.into_body(), 4096, deadline).await {
             Ok(b) => b,
             Err(answer) => return answer,
         };
@@ -387,7 +393,7 @@ impl Api {
     }
 
     async fn transfer_leader(&self, req: Request<Incoming>, deadline: Instant) -> Answer {
-        let body = match read_body(req.into_body(), 64).await {
+        let body = match read_body(req.into_body(), 64, deadline).await {
             Ok(b) => b,
             Err(answer) => return answer,
         };

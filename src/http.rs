@@ -103,12 +103,25 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
         .expect("static response parts are valid")
 }
 
-/// Reads the whole body, at most `limit` bytes.
+/// Reads the whole body, at most `limit` bytes, by `deadline`.
 ///
 /// # Errors
-/// The answer to send instead: 413 over the limit, 400 when the body breaks off.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Answer> {
-    match Limited::new(body, limit).collect().await {
+/// The answer to send instead: 413 over the limit, 400 when the body breaks off, 408 when it
+/// has not arrived by the deadline (a stalled client never holds a handler forever).
+pub async fn read_body(
+    body: Incoming,
+    limit: usize,
+    deadline: std::time::Instant,
+) -> Result<Bytes, Answer> {
+    let collected =
+        tokio::time::timeout_at(deadline.into(), Limited::new(body, limit).collect()).await;
+    let Ok(collected) = collected else {
+        return Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time: send it again",
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -5,16 +5,18 @@
 //!   [`MAX_BATCH_BODY_BYTES`];
 //! - `POST /raft/snapshot`: one `MsgSnapshot`, at most [`MAX_SNAPSHOT_BODY_BYTES`]; its image is
 //!   checked end to end before raft sees it;
-//! - `GET /raft/cluster`: `{"cluster_id": "<hex>", "id": N}`, used by `--join`.
+//! - `GET /raft/cluster?id=N`: `{"cluster_id": "<hex>", "id": M, "match_index": I}`, asked by
+//!   a starting node (`I` is what a leader saw node N acknowledge, else 0).
 //!
 //! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
 //! sender or not for us, a local-only message type); 410 the sender was removed; 412 another
 //! cluster; 413 too large; 503 the inbox is full (the sender backs off). Nothing is stepped
 //! unless the whole batch is valid.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -30,12 +32,18 @@ use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
 pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest snapshot request body.
 pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Time a batch body has to arrive.
+const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a snapshot body has to arrive (the sender gives up after 300 s too).
+const SNAPSHOT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the peer server checks requests against; published by the raft thread.
 pub struct PeerGate {
     cluster_id: u64,
     self_id: u64,
     removed: RwLock<HashSet<u64>>,
+    /// On the leader: each member's match index (empty elsewhere).
+    matched: RwLock<HashMap<u64, u64>>,
     dropped: AtomicU64,
     inbox: crossbeam_channel::Sender<Msg>,
 }
@@ -47,6 +55,7 @@ impl PeerGate {
             cluster_id,
             self_id,
             removed: RwLock::new(HashSet::new()),
+            matched: RwLock::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             inbox,
         }
@@ -72,6 +81,21 @@ impl PeerGate {
         }
     }
 
+    /// Publishes the leader's view of each member's match index (`None` when not leading).
+    pub fn set_matched(&self, matched: Option<HashMap<u64, u64>>) {
+        *self.matched.write().unwrap_or_else(|e| e.into_inner()) = matched.unwrap_or_default();
+    }
+
+    /// The match index of member `id` as the leader last published it (0 when unknown).
+    pub fn match_index(&self, id: u64) -> u64 {
+        self.matched
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn is_removed(&self, id: u64) -> bool {
         self.removed
             .read()
@@ -84,15 +108,28 @@ impl PeerGate {
 pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::POST, "/raft") => receive(gate, req, MAX_BATCH_BODY_BYTES).await,
-        (&Method::POST, "/raft/snapshot") => receive(gate, req, MAX_SNAPSHOT_BODY_BYTES).await,
-        (&Method::GET, "/raft/cluster") => json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "cluster_id": format!("{:x}", gate.cluster_id),
-                "id": gate.self_id,
-            }),
-        ),
+        (&Method::POST, "/raft") => {
+            receive(gate, req, MAX_BATCH_BODY_BYTES, BATCH_BODY_TIMEOUT).await
+        }
+        (&Method::POST, "/raft/snapshot") => {
+            receive(gate, req, MAX_SNAPSHOT_BODY_BYTES, SNAPSHOT_BODY_TIMEOUT).await
+        }
+        (&Method::GET, "/raft/cluster") => {
+            let asker = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("id="))
+                .and_then(|id| id.parse::<u64>().ok());
+            let match_index = asker.map_or(0, |id| gate.match_index(id));
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "cluster_id": format!("{:x}", gate.cluster_id),
+                    "id": gate.self_id,
+                    "match_index": match_index,
+                }),
+            )
+        }
         (_, "/raft" | "/raft/snapshot" | "/raft/cluster") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST for /raft and /raft/snapshot, GET for /raft/cluster",
@@ -104,12 +141,17 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
     }
 }
 
-async fn receive(gate: Arc<PeerGate>, req: Request<Incoming>, limit: usize) -> Answer {
+async fn receive(
+    gate: Arc<PeerGate>,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Answer {
     let from = match check_headers(&gate, &req) {
         Ok(from) => from,
         Err(answer) => return answer,
     };
-    let body = match read_body(req.into_body(), limit).await {
+    let body = match read_body(req.into_body(), limit, Instant::now() + timeout).await {
         Ok(b) => b,
         Err(answer) => return answer,
     };

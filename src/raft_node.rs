@@ -387,6 +387,7 @@ impl RaftNode {
                 }
                 self.retry_reads(now);
                 self.check_transfers(now);
+                self.publish_progress();
                 self.propose_deferred_removals(now);
             }
             self.issue_reads();
@@ -566,6 +567,18 @@ impl RaftNode {
         raft.prs()
             .get(id)
             .is_some_and(|pr| pr.matched + PROMOTE_MAX_LAG >= raft.raft_log.committed)
+    }
+
+    /// Lets the peer server tell a starting node what the leader saw it acknowledge.
+    fn publish_progress(&self) {
+        let raft = &self.raw.raft;
+        let matched = (raft.state == StateRole::Leader).then(|| {
+            raft.prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect()
+        });
+        self.gate.set_matched(matched);
     }
 
     fn voters_besides(&self, id: u64) -> bool {

@@ -79,30 +79,21 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         ))
     })?;
     let fresh = !wal::Wal::exists(&config.wal_dir);
-    let peer_cluster = probe_cluster_id(&config, fresh && config.join, &logger).await;
-    if fresh && config.join && peer_cluster.is_none() {
-        return Err(fail(
-            "cannot reach any member of --cluster to join: start the existing members, add this \
-             node with `curl -XPOST <member>/<id> -d <peer-url>`, then retry",
-        ));
+    let peers = probe_peers(&config, fresh && config.join, &logger).await;
+    if fresh {
+        check_fresh_start(&config, peers)?;
     }
-    initialize(
-        &config,
-        &snapshotter,
-        peer_cluster.filter(|_| config.join),
-        &logger,
-    )?;
+    let join_cluster_id = peers.filter(|_| config.join).map(|p| p.cluster_id);
+    initialize(&config, &snapshotter, join_cluster_id, &logger)?;
     let recovered = recover(&config, &snapshotter, &logger)?;
-    if let Some(theirs) = peer_cluster.filter(|theirs| *theirs != recovered.cluster_id) {
+    if let Some(theirs) = peers
+        .map(|p| p.cluster_id)
+        .filter(|theirs| *theirs != recovered.cluster_id)
+    {
         return Err(fail(format!(
             "this node's data belongs to cluster {:x} but the members of --cluster run cluster \
-             {theirs:x}: {}",
+             {theirs:x}: wipe this node's data dirs, add it with POST /<id> and start it with --join",
             recovered.cluster_id,
-            if config.join {
-                "wipe the data dir of this node to join afresh"
-            } else {
-                "add this node with POST /<id> and start it with --join"
-            }
         )));
     }
 
@@ -228,18 +219,61 @@ async fn shutdown_signal() {
     }
 }
 
-/// Asks the other members of `--cluster` for their cluster ID (`GET /raft/cluster`). With
-/// `patient`, retries for [`JOIN_TIMEOUT`]; otherwise one quick round. `None` when nobody
-/// answered.
-async fn probe_cluster_id(config: &Config, patient: bool, logger: &Logger) -> Option<u64> {
+/// What the other members said about the cluster.
+#[derive(Debug, Clone, Copy)]
+struct PeerView {
+    /// The cluster they run.
+    cluster_id: u64,
+    /// The highest index a leader among them has seen this node acknowledge.
+    match_index: u64,
+}
+
+/// Refuses a fresh (empty) start that cannot work, before anything is written to disk:
+/// `--join` with no member reachable; bootstrapping when the members already run another
+/// cluster (the node was added and needs `--join`); a member whose data is gone although the
+/// leader saw it acknowledge entries (raft trusts acknowledgements: it would never be caught up
+/// and could vote twice; it must come back under a new ID).
+fn check_fresh_start(config: &Config, peers: Option<PeerView>) -> Result<(), StartError> {
+    let Some(peers) = peers else {
+        if config.join {
+            return Err(fail(
+                "cannot reach any member of --cluster to join: start the existing members, add \
+                 this node with `curl -XPOST <member>/<id> -d <peer-url>`, then retry",
+            ));
+        }
+        return Ok(());
+    };
+    if !config.join && peers.cluster_id != config.initial_cluster_id() {
+        return Err(fail(format!(
+            "the members of --cluster already run cluster {:x}: add this node with \
+             `curl -XPOST <member>/{} -d <peer-url>` and start it with --join",
+            peers.cluster_id, config.id
+        )));
+    }
+    if peers.match_index > 1 {
+        return Err(fail(format!(
+            "this node's data dir is empty, but the leader saw node {} acknowledge entries up to \
+             index {}: its data was lost; remove it (curl -XDELETE <member>/{}) and add it back \
+             under a new ID with --join",
+            config.id, peers.match_index, config.id
+        )));
+    }
+    Ok(())
+}
+
+/// Asks the other members of `--cluster` (`GET /raft/cluster?id=<ours>`) which cluster they
+/// run and what the leader knows of this node. With `patient`, retries for [`JOIN_TIMEOUT`]
+/// until someone answers; otherwise one quick round. `None` when nobody answered.
+async fn probe_peers(config: &Config, patient: bool, logger: &Logger) -> Option<PeerView> {
     let client = crate::transport::http_client(config.peer_source_addr);
     let give_up = tokio::time::Instant::now() + JOIN_TIMEOUT;
     loop {
+        let mut view: Option<PeerView> = None;
         for (i, url) in config.cluster.iter().enumerate() {
             if i as u64 + 1 == config.id {
                 continue;
             }
-            let Ok(req) = hyper::Request::get(format!("{url}/raft/cluster"))
+            let Ok(req) = hyper::Request::get(format!("{url}/raft/cluster?id={}", config.id))
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
             else {
                 continue;
@@ -248,18 +282,28 @@ async fn probe_cluster_id(config: &Config, patient: bool, logger: &Logger) -> Op
                 let resp = client.request(req).await.ok()?;
                 let body = resp.into_body().collect().await.ok()?.to_bytes();
                 let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-                u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()
+                let cluster_id = u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()?;
+                let match_index = v.get("match_index").and_then(|m| m.as_u64()).unwrap_or(0);
+                Some(PeerView {
+                    cluster_id,
+                    match_index,
+                })
             };
-            if let Ok(Some(id)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
-                info!(logger, "a member answered"; "url" => url, "cluster_id" => format!("{id:x}"));
-                return Some(id);
+            if let Ok(Some(answer)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+                info!(logger, "a member answered"; "url" => url,
+                    "cluster_id" => format!("{:x}", answer.cluster_id), "match_index" => answer.match_index);
+                let best = view.map_or(0, |v| v.match_index).max(answer.match_index);
+                view = Some(PeerView {
+                    cluster_id: view.map_or(answer.cluster_id, |v| v.cluster_id),
+                    match_index: best,
+                });
             }
         }
-        if !patient || tokio::time::Instant::now() >= give_up {
-            if patient {
+        if view.is_some() || !patient || tokio::time::Instant::now() >= give_up {
+            if view.is_none() && patient {
                 warn!(logger, "no member of --cluster answered");
             }
-            return None;
+            return view;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

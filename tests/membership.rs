@@ -301,3 +301,113 @@ fn leader_transfer_to_a_chosen_node() {
     assert_eq!(c.wait_leader(), target);
     c.put_eventually(target, "after-transfer", "1");
 }
+
+// Intent: a node added with `POST /<id>` but started without `--join` is refused with one
+// sentence naming `--join`, before it writes anything to disk.
+#[test]
+fn added_node_started_without_join_is_refused() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let (id, url) = c.prepare_joiner(&[]);
+    assert_eq!(
+        c.node(leader)
+            .req("POST", &format!("/{id}"), url.as_bytes())
+            .unwrap()
+            .status,
+        204
+    );
+    c.node_mut(id).args.retain(|a| a != "--join");
+    c.node_mut(id).start();
+    assert_eq!(c.node_mut(id).wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(c.node(id).log().contains("--join"), "{}", c.node(id).log());
+    assert!(
+        !c.dir().join(format!("raftexample-{id}")).exists(),
+        "the refused node wrote a WAL"
+    );
+}
+
+// Intent: `--join` with a data dir that belongs to another cluster exits 1 with a clear
+// sentence instead of mixing two clusters' logs.
+#[test]
+fn join_with_another_clusters_data_dir_is_refused() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let (id, url) = c.prepare_joiner(&[]);
+    // A lone node 4 of some other cluster leaves its data dir behind.
+    let foreign = format!("http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3,{url}");
+    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_raftexample"))
+        .args([
+            "--id",
+            "4",
+            "--cluster",
+            &foreign,
+            "--port",
+            "0",
+            "--listen-client-addr",
+            "127.0.0.1",
+        ])
+        .current_dir(c.dir())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    poll(Duration::from_secs(10), "the foreign WAL", || {
+        (!c.wal_files(id).is_empty()).then_some(())
+    });
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(
+        c.node(leader)
+            .req("POST", &format!("/{id}"), url.as_bytes())
+            .unwrap()
+            .status,
+        204
+    );
+    c.node_mut(id).start();
+    assert_eq!(c.node_mut(id).wait_exit(Duration::from_secs(15)), Some(1));
+    assert!(
+        c.node(id).log().contains("belongs to cluster"),
+        "{}",
+        c.node(id).log()
+    );
+}
+
+// Intent: a member whose disk was wiped is refused under its old ID (raft trusts what it once
+// acknowledged, so it would never catch up and could vote twice); re-added under a new ID it
+// catches up by snapshot.
+#[test]
+fn wiped_member_must_come_back_under_a_new_id() {
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    let leader = c.wait_leader();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    write_keys(&c, leader, "w", 100);
+    c.wait_converged();
+    c.node_mut(victim).kill();
+    std::fs::remove_dir_all(c.dir().join(format!("raftexample-{victim}"))).unwrap();
+    std::fs::remove_dir_all(c.dir().join(format!("raftexample-{victim}-snap"))).unwrap();
+    c.node_mut(victim).start();
+    assert_eq!(
+        c.node_mut(victim).wait_exit(Duration::from_secs(15)),
+        Some(1)
+    );
+    assert!(
+        c.node(victim).log().contains("data was lost"),
+        "{}",
+        c.node(victim).log()
+    );
+    let r = c
+        .node(leader)
+        .req("DELETE", &format!("/{victim}"), b"")
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    let (id, url) = c.prepare_joiner(&[]);
+    assert_eq!(
+        c.node(leader)
+            .req("POST", &format!("/{id}"), url.as_bytes())
+            .unwrap()
+            .status,
+        204
+    );
+    c.node_mut(id).start();
+    c.wait_converged();
+    assert_keys(&c, id, "w", 100);
+}
