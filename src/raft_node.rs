@@ -345,6 +345,14 @@ impl RaftNode {
         // A lone voter need not wait an election timeout to lead.
         if node.conf_state.voters == [node.config.id] && node.conf_state.learners.is_empty() {
             let _ = node.raw.campaign();
+        } else {
+            // Like etcd's initial-election-tick-advance: after a restart, do not sit out a
+            // whole election timeout before the first (pre-)vote. Safe with pre-vote and
+            // check-quorum: a live leader's heartbeat resets the clock, and its followers
+            // refuse pre-votes while they hear from it.
+            for _ in 1..node.config.election_ticks {
+                node.raw.tick();
+            }
         }
         node
     }
