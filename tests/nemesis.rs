@@ -1,9 +1,10 @@
 //! Nemesis: real `raftexample` clusters (3 and 5 nodes) under `check`'s workload while faults
 //! are injected one at a time (kill -9 of the leader, a follower, everyone; SIGSTOP/SIGCONT;
-//! partitions isolating the leader, minority/majority splits, one-way partitions through the
-//! fault proxies; leader transfer; removal and re-addition under a new ID), healing in
-//! between. After the faults every history must be linearizable, every acknowledged write
-//! present, and every replica at the same applied index with the same state digest.
+//! partitions isolating the leader, minority/majority splits, one-way partitions and slow
+//! links through the fault proxies; leader transfer; removal and re-addition under a new ID),
+//! healing in between. After the faults every history must be linearizable, every
+//! acknowledged write present, and every replica at the same applied index with the same state
+//! digest.
 //!
 //! - `nemesis_short`: the CI run (about 3 minutes on 2 cores in a debug build).
 //! - `nemesis_long`: runs only with `NEMESIS_ROUNDS` set; otherwise it prints how to run it:
@@ -220,6 +221,7 @@ fn run_phase(
     );
     let check_secs = checking.elapsed().as_secs_f64();
     let wo_report = verify_write_once(&c, &writes);
+    let alarms = c.log_alarms();
 
     totals.phases += 1;
     totals.ops += counts.ops;
@@ -264,6 +266,12 @@ fn run_phase(
         failures.push(format!(
             "writes known not applied are visible:\n{}",
             wo_report.phantom.join("\n")
+        ));
+    }
+    if !alarms.is_empty() {
+        failures.push(format!(
+            "node logs show panics or critical errors:\n{}",
+            alarms.join("\n")
         ));
     }
     if !wo_report.divergent.is_empty() {

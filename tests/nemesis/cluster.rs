@@ -152,6 +152,8 @@ pub struct Cluster {
     proxies: BTreeMap<u64, Proxy>,
     /// Current members.
     members: BTreeMap<u64, Member>,
+    /// Log file of every node ever started, removed ones included.
+    logs: Vec<PathBuf>,
     /// Client address of each slot.
     slots: Vec<SocketAddr>,
     /// Extra flags of every node.
@@ -173,6 +175,7 @@ impl Cluster {
             urls: BTreeMap::new(),
             proxies: BTreeMap::new(),
             members: BTreeMap::new(),
+            logs: Vec::new(),
             slots: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             next_id: 1,
@@ -182,6 +185,7 @@ impl Cluster {
             let ip = slot_ip(slot);
             c.slots.push(SocketAddr::from((ip, free_port(ip))));
             let member = c.member(id, slot, peer_addr, false);
+            c.logs.push(member.log.clone());
             c.members.insert(id, member);
         }
         for m in c.members.values_mut() {
@@ -470,6 +474,13 @@ impl Cluster {
         }
     }
 
+    /// Delays every message into every node by `delay` (each link, both ways).
+    pub fn delay_all(&self, delay: Duration) {
+        for p in self.proxies.values() {
+            p.set_fault(None, Direction::Both, Fault::Delay(delay));
+        }
+    }
+
     /// Heals every link of every proxy.
     pub fn heal(&self) {
         for p in self.proxies.values() {
@@ -565,6 +576,7 @@ impl Cluster {
             panic!("could not add node {id}\n{}", self.dump());
         }
         let mut member = self.member(id, slot, peer_addr, true);
+        self.logs.push(member.log.clone());
         member.spawn();
         self.members.insert(id, member);
         self.wait_healthy();
@@ -623,6 +635,21 @@ impl Cluster {
             ));
         }
         out
+    }
+
+    /// Lines of every node log (removed nodes included) that show a panic or a critical
+    /// error: a node must never panic, and must never fail to start under these faults.
+    pub fn log_alarms(&self) -> Vec<String> {
+        let mut alarms = Vec::new();
+        for log in &self.logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text.lines() {
+                if line.contains("panicked") || line.contains(" CRIT ") {
+                    alarms.push(format!("{}: {line}", log.display()));
+                }
+            }
+        }
+        alarms
     }
 
     /// Keeps the temp dir after the test (for a failure report) and returns its path.

@@ -34,6 +34,9 @@ pub enum Kind {
     OneWayOut,
     /// One node's incoming raft messages cut (the leader's, mostly); it still talks.
     OneWayIn,
+    /// Every link slowed down (the same delay on each, from 50 to 400 ms) for a while:
+    /// heartbeats late by up to twice the election timeout.
+    SlowNetwork,
     /// `POST /leader` to a random other voter.
     TransferLeader,
     /// `DELETE /{id}` of a node (the leader sometimes), data wiped, re-added under a new ID
@@ -43,7 +46,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order a schedule cycles through them.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::KillLeader,
         Kind::KillFollower,
         Kind::KillAll,
@@ -53,6 +56,7 @@ impl Kind {
         Kind::Split,
         Kind::OneWayOut,
         Kind::OneWayIn,
+        Kind::SlowNetwork,
         Kind::TransferLeader,
         Kind::ReplaceNode,
     ];
@@ -69,6 +73,7 @@ impl Kind {
             Kind::Split => "minority-majority-split",
             Kind::OneWayOut => "one-way-out",
             Kind::OneWayIn => "one-way-in",
+            Kind::SlowNetwork => "slow-network",
             Kind::TransferLeader => "leader-transfer",
             Kind::ReplaceNode => "remove-and-readd",
         }
@@ -246,6 +251,14 @@ pub fn inject(c: &mut Cluster, kind: Kind, rng: &mut Rng) -> String {
             sleep(rng.millis(1_000, 2_000));
             c.heal();
             format!("cut messages into {victim} ({fault:?}); healed")
+        }
+        Kind::SlowNetwork => {
+            let delay = rng.millis(50, 400);
+            let hold = rng.millis(1_000, 2_500);
+            c.delay_all(delay);
+            sleep(hold);
+            c.heal();
+            format!("delayed every link by {delay:?} for {hold:?}; healed")
         }
         Kind::TransferLeader => {
             let target = rng.pick(&followers);
