@@ -32,6 +32,8 @@ use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
 pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest snapshot request body.
 pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Bodies up to this size are decoded on the async worker itself.
+const INLINE_DECODE_BYTES: usize = 1024 * 1024;
 /// Time a batch body has to arrive.
 const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a snapshot body has to arrive (the sender gives up after 300 s too).
@@ -156,8 +158,13 @@ async fn receive(
         Err(answer) => return answer,
     };
     let self_id = gate.self_id;
-    // Decoding (and validating a snapshot image) can take a while for big bodies.
-    let decoded = tokio::task::spawn_blocking(move || decode_batch(&body, from, self_id)).await;
+    // Batches decode inline (a thread hop per batch costs more than the decoding); a
+    // snapshot's image takes long to validate, so it moves off the async workers.
+    let decoded = if body.len() <= INLINE_DECODE_BYTES {
+        Ok(decode_batch(&body, from, self_id))
+    } else {
+        tokio::task::spawn_blocking(move || decode_batch(&body, from, self_id)).await
+    };
     let msgs = match decoded {
         Ok(Ok(msgs)) => msgs,
         Ok(Err(reason)) => return text(StatusCode::BAD_REQUEST, reason),
