@@ -151,7 +151,7 @@ async fn receive(
 ) -> Answer {
     let from = match check_headers(&gate, &req) {
         Ok(from) => from,
-        Err(answer) => return answer,
+        Err((status, sentence)) => return text(status, sentence),
     };
     let body = match read_body(req.into_body(), limit, Instant::now() + timeout).await {
         Ok(b) => b,
@@ -186,30 +186,32 @@ async fn receive(
     }
 }
 
-fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Answer> {
+/// The sender's ID, or the status and sentence to refuse the request with.
+fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, (StatusCode, String)> {
     let header = |name: &str| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let bad = |what: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("missing or bad {what} header"),
+        )
+    };
     let cluster = header(HEADER_CLUSTER)
         .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        .ok_or_else(|| {
-            text(
-                StatusCode::BAD_REQUEST,
-                "missing or bad X-Raft-Cluster-Id header",
-            )
-        })?;
+        .ok_or_else(|| bad("X-Raft-Cluster-Id"))?;
     let from = header(HEADER_FROM)
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|id| *id != 0)
-        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing or bad X-Raft-From header"))?;
+        .ok_or_else(|| bad("X-Raft-From"))?;
     let to = header(HEADER_TO)
         .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "missing or bad X-Raft-To header"))?;
+        .ok_or_else(|| bad("X-Raft-To"))?;
     if cluster != gate.cluster_id {
-        return Err(text(
+        return Err((
             StatusCode::PRECONDITION_FAILED,
             format!(
                 "cluster ID mismatch: this node belongs to cluster {:x}, the sender to {cluster:x}",
@@ -218,13 +220,13 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Answer
         ));
     }
     if to != gate.self_id {
-        return Err(text(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("this is node {}, not node {to}", gate.self_id),
         ));
     }
     if gate.is_removed(from) {
-        return Err(text(
+        return Err((
             StatusCode::GONE,
             format!("node {from} was removed from this cluster: it must shut down"),
         ));
@@ -289,9 +291,11 @@ mod tests {
     use crate::transport::encode_batch;
 
     fn msg(from: u64, to: u64, t: MessageType) -> Message {
-        let mut m = Message::default();
-        m.from = from;
-        m.to = to;
+        let mut m = Message {
+            from,
+            to,
+            ..Default::default()
+        };
         m.set_msg_type(t);
         m
     }

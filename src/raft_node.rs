@@ -224,13 +224,16 @@ pub struct PeerProgress {
     pub recent_active: bool,
 }
 
+/// Where the raft thread answers a client: done, or why not.
+type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
+
 /// Linearizable reads waiting for a read index.
 #[derive(Default)]
 struct ReadQueue {
     /// Arrived since the last `read_index` call.
-    pending: Vec<oneshot::Sender<Result<u64, Refusal>>>,
+    pending: Vec<Reply<u64>>,
     /// Issued, by context, with the time they were issued.
-    in_flight: HashMap<u64, (Instant, Vec<oneshot::Sender<Result<u64, Refusal>>>)>,
+    in_flight: HashMap<u64, (Instant, Vec<Reply<u64>>)>,
     next_ctx: u64,
 }
 
@@ -271,9 +274,9 @@ pub struct RaftNode {
     next_snapshot_at: Instant,
     removed: bool,
     stopping: Option<Instant>,
-    transfers: Vec<(u64, Instant, oneshot::Sender<Result<(), Refusal>>)>,
+    transfers: Vec<(u64, Instant, Reply<()>)>,
     /// Proposals received this turn, proposed together by `flush_proposals`.
-    proposals: Vec<(Vec<u8>, oneshot::Sender<Result<(), Refusal>>)>,
+    proposals: Vec<(Vec<u8>, Reply<()>)>,
     /// Removals of the current leader waiting for leadership to move first (trap 6):
     /// (node, request ID, when to propose anyway).
     deferred_removals: Vec<(u64, u64, Instant)>,

@@ -112,8 +112,10 @@ pub fn initialize(
 /// The identical initial snapshot of every bootstrapping member.
 fn bootstrap_snapshot(config: &Config) -> Snapshot {
     let membership = Membership::initial(&config.cluster);
-    let mut snapshot = Snapshot::default();
-    snapshot.data = Bytes::from(KvStore::default().image(&membership));
+    let mut snapshot = Snapshot {
+        data: Bytes::from(KvStore::default().image(&membership)),
+        ..Default::default()
+    };
     let meta = snapshot.mut_metadata();
     meta.index = 1;
     meta.term = 1;

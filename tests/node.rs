@@ -289,22 +289,26 @@ fn garbage_on_both_ports_is_refused_and_changes_nothing() {
     assert_eq!(send(good("2", "7"), b""), 400);
     // A message claiming another sender than the header.
     let spoof = raftexample::transport::encode_batch(&[{
-        let mut m = raft::eraftpb::Message::default();
-        m.from = 3;
-        m.to = 1;
+        let mut m = raft::eraftpb::Message {
+            from: 3,
+            to: 1,
+            commit: u64::MAX,
+            ..Default::default()
+        };
         m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-        m.commit = u64::MAX;
         m
     }]);
     assert_eq!(send(good("2", "1"), &spoof), 400);
     // A heartbeat with an impossible commit index from a real peer must not crash the node.
     let hb = raftexample::transport::encode_batch(&[{
-        let mut m = raft::eraftpb::Message::default();
-        m.from = 2;
-        m.to = 1;
-        m.term = 1;
+        let mut m = raft::eraftpb::Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            commit: u64::MAX,
+            ..Default::default()
+        };
         m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-        m.commit = u64::MAX;
         m
     }]);
     let code = send(good("2", "1"), &hb);
