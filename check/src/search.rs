@@ -32,6 +32,12 @@
 //! fails too: the search backtracks past it without trying alternatives. This keeps reads
 //! from multiplying the configurations; only the order of concurrent writes branches.
 //!
+//! # Writes wait for readers
+//! When the state holds a value that no remaining write can produce again (values are
+//! unique; absent once no delete remains) and some read of it is not linearized yet, any
+//! write now would make that read impossible forever: writes are not tried until the reads
+//! are done. This stops the search from trying every order of a run of concurrent writes.
+//!
 //! # Invariants
 //! - The cache holds each (linearized bitset, state) pair at most once, so the search visits
 //!   each configuration at most once and terminates; [`Limits`] bound its steps and memory.
@@ -75,8 +81,9 @@ pub(crate) struct SearchOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Searched {
     pub answer: Answer,
-    /// The latest return time at which the search got stuck (0 if it never did): where to
-    /// look for a violation.
+    /// The latest time at which the search got stuck (0 if it never did): a return it could
+    /// not get past, or the last read of a value a write would have stranded there. Where
+    /// to look for a violation.
     pub frontier: u64,
 }
 
@@ -283,6 +290,12 @@ struct Search<'a> {
     /// Linearized operations, with the state before each and the alternative taken.
     stack: Vec<(u32, State, u8)>,
     state: State,
+    /// By state: reads of it not linearized yet.
+    readers_left: Vec<u32>,
+    /// By state: writes of it not linearized (or skipped) yet.
+    writers_left: Vec<u32>,
+    /// By state: the latest return of a read of it.
+    last_read_ret: Vec<u64>,
     steps: u64,
     frontier: u64,
     limits: Limits,
@@ -290,6 +303,26 @@ struct Search<'a> {
 
 impl<'a> Search<'a> {
     fn new(ops: &'a [SearchOp], init: State, limits: Limits) -> Search<'a> {
+        let states = ops
+            .iter()
+            .map(|op| match op.input {
+                Input::Write(v) | Input::Read(v) => v,
+            })
+            .chain([init])
+            .max()
+            .unwrap_or(ABSENT) as usize
+            + 1;
+        let (mut readers_left, mut writers_left) = (vec![0; states], vec![0; states]);
+        let mut last_read_ret = vec![0; states];
+        for op in ops {
+            match op.input {
+                Input::Read(v) => {
+                    readers_left[v as usize] += 1;
+                    last_read_ret[v as usize] = last_read_ret[v as usize].max(op.ret);
+                }
+                Input::Write(v) => writers_left[v as usize] += 1,
+            }
+        }
         Search {
             ops,
             list: EntryList::new(ops),
@@ -301,6 +334,9 @@ impl<'a> Search<'a> {
             },
             stack: Vec::new(),
             state: init,
+            readers_left,
+            writers_left,
+            last_read_ret,
             steps: 0,
             frontier: 0,
             limits,
@@ -328,7 +364,14 @@ impl<'a> Search<'a> {
                 if self.ops[op as usize].ret == NEVER {
                     return Answer::Linearizable;
                 }
-                self.frontier = self.frontier.max(self.ops[op as usize].ret);
+                // Stuck here; if a read of the current value is still to come, the conflict
+                // reaches to it.
+                let stranded = match self.starves_readers() {
+                    true => self.last_read_ret[self.state as usize],
+                    false => 0,
+                };
+                let stuck = self.ops[op as usize].ret.max(stranded);
+                self.frontier = self.frontier.max(stuck);
             } else if self.try_linearize(op, first_alt) {
                 (entry, first_alt) = (self.pick(), 0);
                 continue;
@@ -379,16 +422,35 @@ impl<'a> Search<'a> {
             let Some(next) = transition(&self.ops[op as usize], self.state, alt) else {
                 continue;
             };
+            if next != self.state && self.starves_readers() {
+                continue;
+            }
             self.linearized.set(op, hash);
             if self.cache.insert(&self.linearized, next) {
                 self.stack.push((op, self.state, alt));
                 self.state = next;
                 self.list.lift(op);
+                self.count(op, |n| n - 1);
                 return true;
             }
             self.linearized.clear(op, hash);
         }
         false
+    }
+
+    /// "Writes wait for readers": changing the state now would strand a read.
+    fn starves_readers(&self) -> bool {
+        let s = self.state as usize;
+        self.readers_left[s] > 0 && self.writers_left[s] == 0
+    }
+
+    /// Updates the counts of reads or writes left of `op`'s value.
+    fn count(&mut self, op: u32, f: impl Fn(u32) -> u32) {
+        let (counts, v) = match self.ops[op as usize].input {
+            Input::Read(v) => (&mut self.readers_left, v),
+            Input::Write(v) => (&mut self.writers_left, v),
+        };
+        counts[v as usize] = f(counts[v as usize]);
     }
 
     /// Undoes the last choice that may have an alternative (reads have none, see "Reads
@@ -399,6 +461,7 @@ impl<'a> Search<'a> {
             self.linearized.clear(op, self.hashes[op as usize]);
             self.state = prior;
             self.list.unlift(op);
+            self.count(op, |n| n + 1);
             if !matches!(self.ops[op as usize].input, Input::Read(_)) {
                 return Some((2 * op, alt + 1));
             }
@@ -517,11 +580,25 @@ mod tests {
     }
 
     #[test]
-    fn frontier_points_at_the_stuck_return() {
-        // Intent: a failed search says where it got stuck: the stale read's return.
+    fn frontier_points_at_the_stranded_reads() {
+        // Intent: a failed search says where to look: here writing 2 would strand the reads
+        // of 1, so the frontier reaches the last of them.
         let ops = [w(0, 1, 1), w(2, 3, 2), r(4, 5, 2), r(6, 7, 1), r(8, 9, 1)];
         let searched = search(&ops, ABSENT, &limits());
         assert_eq!(searched.answer, Answer::NotLinearizable);
-        assert_eq!(searched.frontier, 7);
+        assert_eq!(searched.frontier, 9);
+    }
+
+    #[test]
+    fn writes_wait_for_the_readers_of_the_current_value() {
+        // Intent: 10 concurrent writes whose reads fix one order (the reverse of the order
+        // tried first): the search finds it without trying the orders of the writes.
+        let mut ops: Vec<SearchOp> = (1..=10).map(|v| w(0, 200, v)).collect();
+        ops.extend((1..=10).map(|v| r(10 * u64::from(11 - v), 10 * u64::from(11 - v) + 1, v)));
+        let tight = Limits {
+            max_steps: 2_000,
+            ..limits()
+        };
+        assert_eq!(search(&ops, ABSENT, &tight).answer, Answer::Linearizable);
     }
 }
