@@ -10,6 +10,11 @@
 //! invocation, or never. The search runs on the whole history as a [`crate::window`] from 0
 //! to the end, which also prunes and clamps indeterminate writes.
 //!
+//! A violation late in a long history takes an exhaustive search to prove, so the first
+//! search is short (64 steps per operation). If it runs out, a small window around where it
+//! got stuck is tried (up to about 2048 operations, step 1 below): if one fails, that is the
+//! proof. Otherwise the full search runs with the whole budget.
+//!
 //! # Shrinking a failure
 //! A window that fails from every state its past may have left is a witness on its own
 //! (see [`crate::window`]). Starting from where the failed search got stuck (its frontier):

@@ -26,6 +26,9 @@ pub enum Error {
     /// A client task died (a bug in `check`); its operations are lost.
     #[error("a client task failed: {0}")]
     ClientTask(String),
+    /// [`crate::run`] was called from inside a tokio runtime; use [`crate::run_workload`].
+    #[error("check::run builds its own runtime: call run_workload from async code instead")]
+    InsideRuntime,
     /// The async runtime could not be built (out of threads or file descriptors).
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

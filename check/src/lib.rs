@@ -40,6 +40,7 @@ mod workload;
 #[cfg(test)]
 mod brute_force_tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,46 +59,51 @@ const RUNTIME_THREADS: usize = 2;
 /// detail on stderr, and one summary line on stdout.
 ///
 /// Returns the process exit code: 0 linearizable, 1 violation, 2 cannot run or unknown.
-/// Builds its own tokio runtime, so it MUST NOT be called from inside one.
+/// Builds its own tokio runtime, so it MUST NOT be called from inside one (it answers 2 if
+/// it is).
 pub fn run(args: &CheckArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match run_workload_printing_progress(args) {
+        Ok(history) => check_and_print(&history, args.check_timeout),
+        Err(e) => cannot_run(&e),
+    }
+}
+
+/// The workload on a runtime of its own, with the progress line once a second.
+fn run_workload_printing_progress(args: &CheckArgs) -> Result<History, Error> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::InsideRuntime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_THREADS)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return cannot_run(&Error::Runtime(e)),
-    };
+        .map_err(Error::Runtime)?;
     let progress = Arc::new(Progress::default());
-    let history = runtime.block_on(async {
+    runtime.block_on(async {
         let printer = tokio::spawn(print_progress(progress.clone()));
         // The sender lives until the workload ends: `run` itself never stops early.
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
         let history = run_workload_with_progress(args, stop, progress).await;
         printer.abort();
         history
-    });
-    drop(runtime);
-    let history = match history {
-        Ok(history) => history,
-        Err(e) => return cannot_run(&e),
-    };
-    let keys = history
-        .ops
-        .iter()
-        .map(|op| op.key.as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    })
+}
+
+/// Checks `history` within `timeout`, prints the details and the summary line, and returns
+/// the exit code.
+fn check_and_print(history: &History, timeout: Duration) -> i32 {
+    let keys: HashSet<&str> = history.ops.iter().map(|op| op.key.as_str()).collect();
     eprintln!(
-        "check: checking {} operations on {keys} keys",
-        history.ops.len()
+        "check: checking {} operations on {} keys",
+        history.ops.len(),
+        keys.len()
     );
     let started = Instant::now();
     let limits = CheckLimits {
-        timeout: args.check_timeout,
+        timeout,
         ..CheckLimits::default()
     };
-    let report = check_history_with(&history, &limits);
+    let report = check_history_with(history, &limits);
     eprintln!("check: search took {:.3}s", started.elapsed().as_secs_f64());
     eprint!("{}", report.details());
     println!("{}", report.summary_line());

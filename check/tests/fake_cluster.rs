@@ -226,6 +226,10 @@ fn unreachable_or_malformed_endpoints_cannot_run() {
         ..short_args(vec![closed_endpoint()])
     };
     assert_eq!(check::run(&no_clients), 2);
+    // Called from async code, run refuses instead of panicking on a nested runtime.
+    let inside =
+        server_runtime().block_on(async { check::run(&short_args(vec![closed_endpoint()])) });
+    assert_eq!(inside, 2);
 }
 
 #[test]
