@@ -61,15 +61,17 @@ pub async fn run_workload_with_progress(
 ) -> Result<History, Error> {
     let plan = Arc::new(Plan::new(args)?);
     let mut tasks = JoinSet::new();
-    for client in 0..args.clients {
-        let (plan, progress, stop) = (plan.clone(), progress.clone(), stop.clone());
-        tasks.spawn(run_client(client, plan, progress, stop));
+    for id in 0..args.clients {
+        let client = Client::new(id, plan.clone());
+        tasks.spawn(client.run(progress.clone(), stop.clone()));
     }
-    let mut ops = Vec::new();
+    let (mut ops, mut answered) = (Vec::new(), 0);
     while let Some(joined) = tasks.join_next().await {
-        ops.extend(joined.map_err(|e| Error::ClientTask(e.to_string()))?);
+        let (client_ops, client_answered) = joined.map_err(|e| Error::ClientTask(e.to_string()))?;
+        ops.extend(client_ops);
+        answered += client_answered;
     }
-    if !ops.is_empty() && progress.answered() == 0 {
+    if !ops.is_empty() && answered == 0 {
         return Err(Error::Unreachable {
             endpoints: plan.endpoints.join(","),
         });
@@ -128,64 +130,92 @@ impl Plan {
     }
 }
 
-/// One client: operations back to back until the end of the run.
-async fn run_client(
-    client: usize,
+/// One client: its own connection pool, random choices and current endpoint.
+struct Client {
+    id: usize,
     plan: Arc<Plan>,
-    progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
-) -> Vec<Operation> {
-    let http = HttpClient::new(plan.timeout);
-    let mut rng = SplitMix64::new(plan.seed ^ (client as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut endpoint = client % plan.endpoints.len();
-    let mut ops = Vec::new();
-    let mut seq = 0u64;
-    while Instant::now() < plan.end && !*stop.borrow() {
-        let key = format!("ck-{}-{}", plan.run, rng.below(plan.keys));
-        let kind = choose_kind(&mut rng, plan.deletes, || {
-            seq += 1;
-            format!("{}-{client}-{seq}", plan.run)
-        });
-        let base = &plan.endpoints[endpoint];
+    http: HttpClient,
+    rng: SplitMix64,
+    endpoint: usize,
+    /// Writes issued so far (the last part of this client's values).
+    writes: u64,
+    /// Requests that got an HTTP answer.
+    answered: usize,
+}
+
+impl Client {
+    fn new(id: usize, plan: Arc<Plan>) -> Client {
+        Client {
+            id,
+            http: HttpClient::new(plan.timeout),
+            rng: SplitMix64::new(plan.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            endpoint: id % plan.endpoints.len(),
+            writes: 0,
+            answered: 0,
+            plan,
+        }
+    }
+
+    /// Operations back to back until the end of the run; returns them and how many got an
+    /// HTTP answer.
+    async fn run(
+        mut self,
+        progress: Arc<Progress>,
+        stop: watch::Receiver<bool>,
+    ) -> (Vec<Operation>, usize) {
+        let mut ops = Vec::new();
+        while Instant::now() < self.plan.end && !*stop.borrow() {
+            let (op, reply) = self.next_operation().await;
+            progress.record(&op.outcome, matches!(reply, Reply::Status { .. }));
+            ops.push(op);
+            let refused = matches!(reply, Reply::ConnectFailed(_));
+            if refused {
+                self.endpoint = (self.endpoint + 1) % self.plan.endpoints.len();
+            }
+            if refused || matches!(reply, Reply::Status { code: 503, .. }) {
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
+        (ops, self.answered)
+    }
+
+    /// Chooses, sends and records one operation.
+    async fn next_operation(&mut self) -> (Operation, Reply) {
+        let key = format!("ck-{}-{}", self.plan.run, self.rng.below(self.plan.keys));
+        let kind = self.choose_kind();
+        let base = &self.plan.endpoints[self.endpoint];
         let (method, url, body) = match &kind {
             OpKind::Put { value } => (Method::PUT, format!("{base}/{key}"), value.clone()),
             OpKind::Get => (Method::GET, format!("{base}/{key}"), String::new()),
             OpKind::Delete => (Method::DELETE, format!("{base}/kv/{key}"), String::new()),
         };
-        let invoked = plan.start.elapsed();
-        let reply = http.send(method, &url, Bytes::from(body)).await;
-        let completed = plan.start.elapsed();
+        let invoked = self.plan.start.elapsed();
+        let reply = self.http.send(method, &url, Bytes::from(body)).await;
+        let completed = self.plan.start.elapsed();
+        self.answered += usize::from(matches!(reply, Reply::Status { .. }));
         let (outcome, note) = classify(&kind, &reply);
-        progress.record(&outcome, matches!(reply, Reply::Status { .. }));
-        let refused = matches!(reply, Reply::ConnectFailed(_));
-        if refused {
-            endpoint = (endpoint + 1) % plan.endpoints.len();
-        }
-        let back_off = refused || matches!(reply, Reply::Status { code: 503, .. });
-        ops.push(Operation {
-            client,
+        let op = Operation {
+            client: self.id,
             key,
             kind,
             invoked,
             completed,
             outcome,
             note,
-        });
-        if back_off {
-            tokio::time::sleep(BACKOFF).await;
-        }
+        };
+        (op, reply)
     }
-    ops
-}
 
-fn choose_kind(rng: &mut SplitMix64, deletes: bool, next_value: impl FnOnce() -> String) -> OpKind {
-    if deletes && rng.below(100) < DELETE_PERCENT {
-        OpKind::Delete
-    } else if rng.below(100) < PUT_PERCENT {
-        OpKind::Put {
-            value: next_value(),
+    fn choose_kind(&mut self) -> OpKind {
+        if self.plan.deletes && self.rng.below(100) < DELETE_PERCENT {
+            OpKind::Delete
+        } else if self.rng.below(100) < PUT_PERCENT {
+            self.writes += 1;
+            OpKind::Put {
+                value: format!("{}-{}-{}", self.plan.run, self.id, self.writes),
+            }
+        } else {
+            OpKind::Get
         }
-    } else {
-        OpKind::Get
     }
 }
