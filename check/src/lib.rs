@@ -17,9 +17,19 @@
 //! - `workload.rs`: the clients ([`run_workload`]); `client.rs`: one HTTP request and the
 //!   classification of its answer; `progress.rs`: live counters and the progress line.
 //! - `history.rs`: [`History`], [`Operation`], [`Outcome`].
-//! - `checker.rs`: per-key preparation and shrinking ([`check_history`]); `search.rs`: the
-//!   linearizability search for one register; `report.rs`: [`Report`] and its lines.
+//! - `checker.rs`: splitting by key, checking in parallel, shrinking failures
+//!   ([`check_history`]); `window.rs`: a time window of one key's history as search input,
+//!   with the states it may start from; `search.rs`: the linearizability search for one
+//!   register; `report.rs`: [`Report`] and its lines.
 //! - `rng.rs`: a seeded generator, so a run's choices can be replayed.
+//! - `brute_force_tests.rs`: the checker against exhaustive enumeration (tests only).
+//!
+//! # Invariants
+//! - A reported violation is always proven: the window shown fails from every state its past
+//!   could have left, so it is a witness on its own. "Unknown" is never turned into a
+//!   verdict either way.
+//! - Values are unique per run (`<run>-<client>-<n>`) and keys are fresh per run
+//!   (`ck-<run>-<n>`), so every key starts absent.
 //!
 //! # Exit codes of [`run`]
 //! 0: linearizable; 1: a violation was found; 2: cannot run (bad flags, unreachable cluster)
