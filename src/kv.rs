@@ -187,7 +187,16 @@ impl KvStore {
     /// # Errors
     /// [`ImageError`] when the image is malformed; the map is then unchanged.
     pub fn restore(&self, image: &[u8], index: u64) -> Result<Membership, ImageError> {
+        let (_, pairs_at) = image_prefix(image)?;
+        let count = Reader {
+            bytes: image,
+            pos: pairs_at,
+        }
+        .u64()?;
+        // Sized once: a million keys would otherwise rehash the whole set ~20 times.
+        let capacity = count.min(image.len() as u64 / 8) as usize;
         let mut fresh = KvState {
+            map: HashSet::with_capacity(capacity),
             applied_index: index,
             ..KvState::default()
         };
@@ -303,8 +312,7 @@ impl MergedImage<'_> {
 /// # Errors
 /// [`ImageError`] when the head is malformed.
 pub fn image_membership(image: &[u8]) -> Result<Membership, ImageError> {
-    let rest = image.strip_prefix(MAGIC).ok_or(ImageError("bad magic"))?;
-    Ok(Membership::decode_prefix(rest)?.0)
+    Ok(image_prefix(image)?.0)
 }
 
 /// Checks that `image` is well formed from end to end, without building the map.
@@ -317,12 +325,18 @@ pub fn validate_image(image: &[u8]) -> Result<(), ImageError> {
 
 type Range = std::ops::Range<usize>;
 
-fn walk_image(image: &[u8], mut pair: impl FnMut(Range, Range)) -> Result<Membership, ImageError> {
+/// The membership at the head of `image` and the offset of the pair count after it.
+fn image_prefix(image: &[u8]) -> Result<(Membership, usize), ImageError> {
     let rest = image.strip_prefix(MAGIC).ok_or(ImageError("bad magic"))?;
     let (membership, used) = Membership::decode_prefix(rest)?;
+    Ok((membership, MAGIC.len() + used))
+}
+
+fn walk_image(image: &[u8], mut pair: impl FnMut(Range, Range)) -> Result<Membership, ImageError> {
+    let (membership, pairs_at) = image_prefix(image)?;
     let mut r = Reader {
         bytes: image,
-        pos: MAGIC.len() + used,
+        pos: pairs_at,
     };
     let count = r.u64()?;
     // Each pair takes at least 8 bytes: a count beyond that is corrupt.
