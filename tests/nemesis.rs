@@ -6,7 +6,7 @@
 //! acknowledged write present, and every replica at the same applied index with the same state
 //! digest.
 //!
-//! - `nemesis_short`: the CI run (about 3 minutes on 2 cores in a debug build).
+//! - `nemesis_short`: the CI run (about 1.5 minutes on 2 cores in a debug build).
 //! - `nemesis_long`: runs only with `NEMESIS_ROUNDS` set; otherwise it prints how to run it:
 //!   `NEMESIS_ROUNDS=200 cargo test --release --test nemesis nemesis_long -- --nocapture`
 //!   (`NEMESIS_SEED=<n>` replays a schedule).

@@ -490,10 +490,11 @@ impl Cluster {
 
     /// Removes member `victim` (`DELETE /{id}` on the leader), waits for it to exit 0 by
     /// itself, wipes its data, and adds a replacement under a new ID in the same client slot
-    /// with `POST /{new}` and `--join`. Returns the new ID.
-    pub fn replace(&mut self, victim: u64) -> u64 {
+    /// with `POST /{new}` and `--join`; with `crash_after`, the replacement is killed (-9)
+    /// that long after its start, in the middle of joining, and restarted. Returns the new ID.
+    pub fn replace(&mut self, victim: u64, crash_after: Option<Duration>) -> u64 {
         self.remove(victim);
-        self.add_replacement(self.members_slot_free())
+        self.add_replacement(self.members_slot_free(), crash_after)
     }
 
     /// Which slot has no member (after a removal).
@@ -553,9 +554,10 @@ impl Cluster {
         self.wait_leader_among(&others);
     }
 
-    /// Adds a brand-new node in `slot` with `POST /{id}` then `--join`, and waits until the
-    /// cluster is healthy with it. Returns its ID.
-    pub fn add_replacement(&mut self, slot: usize) -> u64 {
+    /// Adds a brand-new node in `slot` with `POST /{id}` then `--join` (killed and restarted
+    /// `crash_after` its start, if given), and waits until the cluster is healthy with it.
+    /// Returns its ID.
+    pub fn add_replacement(&mut self, slot: usize, crash_after: Option<Duration>) -> u64 {
         let (id, peer_addr) = self.new_identity();
         let url = self.urls[&id].clone();
         let added = poll(SLOW, || {
@@ -579,6 +581,11 @@ impl Cluster {
         self.logs.push(member.log.clone());
         member.spawn();
         self.members.insert(id, member);
+        if let Some(after) = crash_after {
+            std::thread::sleep(after);
+            self.kill(id);
+            self.restart(id);
+        }
         self.wait_healthy();
         id
     }

@@ -20,7 +20,8 @@ pub enum Kind {
     KillLeader,
     /// kill -9 of a follower, restarted after a while.
     KillFollower,
-    /// kill -9 of every node, then all restarted.
+    /// kill -9 of every node, then all restarted; half the time killed and restarted again
+    /// during recovery.
     KillAll,
     /// SIGSTOP of the leader until the others elected a new one, then SIGCONT.
     PauseLeader,
@@ -40,7 +41,7 @@ pub enum Kind {
     /// `POST /leader` to a random other voter.
     TransferLeader,
     /// `DELETE /{id}` of a node (the leader sometimes), data wiped, re-added under a new ID
-    /// with `POST /{new}` and `--join`.
+    /// with `POST /{new}` and `--join`; sometimes the new node is killed while it joins.
     ReplaceNode,
 }
 
@@ -168,6 +169,16 @@ pub fn inject(c: &mut Cluster, kind: Kind, rng: &mut Rng) -> String {
             for id in &order {
                 c.restart(*id);
             }
+            if rng.chance(50) {
+                // Again, during recovery or the first election.
+                let after = rng.millis(0, 400);
+                sleep(after);
+                for id in &order {
+                    c.kill(*id);
+                    c.restart(*id);
+                }
+                return format!("killed all {order:?}, restarted all, again {after:?} later");
+            }
             format!("killed all {order:?}, restarted all")
         }
         Kind::PauseLeader => {
@@ -280,8 +291,12 @@ pub fn inject(c: &mut Cluster, kind: Kind, rng: &mut Rng) -> String {
             } else {
                 rng.pick(&followers)
             };
-            let new = c.replace(victim);
-            format!("removed {victim} (leader was {leader}), re-added as {new}")
+            let crash = rng.chance(30).then(|| rng.millis(0, 600));
+            let new = c.replace(victim, crash);
+            format!(
+                "removed {victim} (leader was {leader}), re-added as {new}{}",
+                crash.map_or(String::new(), |d| format!(", killed {d:?} into its join"))
+            )
         }
     }
 }
