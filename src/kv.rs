@@ -14,6 +14,7 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
 use std::sync::RwLock;
 
 use bytes::Bytes;
@@ -225,49 +226,45 @@ fn push_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 pub type Overlay = HashMap<Bytes, Option<Bytes>>;
 
 /// A new image = a previous image with an [`Overlay`] applied, written without building the
-/// map: pairs of `prev` whose key the overlay does not touch are copied as they are, then the
-/// overlay's values follow.
-pub struct MergedImage<'a> {
+/// map or holding the previous image in memory: the previous image is read as a stream twice,
+/// once by [`MergePlan::new`] to size the result, once by [`MergePlan::write_to`] to copy the
+/// pairs whose key the overlay does not touch; the overlay's values follow.
+pub struct MergePlan<'a> {
     head: Vec<u8>,
-    prev: &'a [u8],
     overlay: &'a Overlay,
     len: u64,
 }
 
-/// Prepares the merge of `prev` (an image) and `overlay` under `membership`.
-///
-/// # Errors
-/// [`ImageError`] when `prev` is malformed.
-pub fn merge_image<'a>(
-    prev: &'a [u8],
-    overlay: &'a Overlay,
-    membership: &Membership,
-) -> Result<MergedImage<'a>, ImageError> {
-    let mut count = 0u64;
-    let mut bytes = 0u64;
-    walk_image(prev, |k, v| {
-        if !overlay.contains_key(&prev[k.clone()]) {
-            count += 1;
-            bytes += 8 + (k.len() + v.len()) as u64;
+impl<'a> MergePlan<'a> {
+    /// Reads `prev` (the previous image) once to size the merge.
+    ///
+    /// # Errors
+    /// An I/O error, `InvalidData` when `prev` is malformed.
+    pub fn new(
+        prev: &mut dyn Read,
+        overlay: &'a Overlay,
+        membership: &Membership,
+    ) -> std::io::Result<MergePlan<'a>> {
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        read_pairs(prev, |k, v| {
+            if !overlay.contains_key(k) {
+                count += 1;
+                bytes += 8 + (k.len() + v.len()) as u64;
+            }
+            Ok(())
+        })?;
+        for (k, v) in overlay {
+            if let Some(v) = v {
+                count += 1;
+                bytes += 8 + (k.len() + v.len()) as u64;
+            }
         }
-    })?;
-    for (k, v) in overlay {
-        if let Some(v) = v {
-            count += 1;
-            bytes += 8 + (k.len() + v.len()) as u64;
-        }
+        let head = image_head(membership, count);
+        let len = head.len() as u64 + bytes;
+        Ok(MergePlan { head, overlay, len })
     }
-    let head = image_head(membership, count);
-    let len = head.len() as u64 + bytes;
-    Ok(MergedImage {
-        head,
-        prev,
-        overlay,
-        len,
-    })
-}
 
-impl MergedImage<'_> {
     /// Length of the merged image in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -278,24 +275,21 @@ impl MergedImage<'_> {
         self.len == 0
     }
 
-    /// Writes the merged image.
+    /// Writes the merged image, reading the previous one again from `prev`.
     ///
     /// # Errors
-    /// Whatever the writer returns.
-    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    /// Whatever reading or writing returns.
+    pub fn write_to(&self, prev: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<()> {
         w.write_all(&self.head)?;
-        let mut result = Ok(());
-        let prev = self.prev;
         let mut buf = Vec::with_capacity(256);
-        walk_image(prev, |k, v| {
-            if result.is_ok() && !self.overlay.contains_key(&prev[k.clone()]) {
-                buf.clear();
-                push_pair(&mut buf, &prev[k], &prev[v]);
-                result = w.write_all(&buf);
+        read_pairs(prev, |k, v| {
+            if self.overlay.contains_key(k) {
+                return Ok(());
             }
-        })
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        result?;
+            buf.clear();
+            push_pair(&mut buf, k, v);
+            w.write_all(&buf)
+        })?;
         for (k, v) in self.overlay {
             if let Some(v) = v {
                 buf.clear();
@@ -305,6 +299,74 @@ impl MergedImage<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads an image from a stream, calling `pair` for each key and value; returns the image's
+/// membership. Lengths are never trusted for allocation: a corrupt length ends in
+/// `UnexpectedEof` once the stream runs out.
+///
+/// # Errors
+/// An I/O error, or `InvalidData` for a malformed image.
+pub fn read_pairs(
+    r: &mut dyn Read,
+    mut pair: impl FnMut(&[u8], &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Membership> {
+    let invalid = |e: ImageError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(invalid(ImageError("bad magic")));
+    }
+    // The membership's encoding, gathered field by field, then decoded by its own decoder.
+    let mut members = Vec::new();
+    let count = read_u32(r, &mut members)?;
+    for _ in 0..count {
+        read_bytes(r, 8 + 1, &mut members)?;
+        let url_len = read_u32(r, &mut members)?;
+        read_bytes(r, url_len as usize, &mut members)?;
+    }
+    let (membership, _) = Membership::decode_prefix(&members).map_err(|e| invalid(e.into()))?;
+    let mut scratch = Vec::new();
+    let pairs = read_u64(r, &mut scratch)?;
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    for _ in 0..pairs {
+        key.clear();
+        let klen = read_u32(r, &mut scratch)? as usize;
+        read_bytes(r, klen, &mut key)?;
+        value.clear();
+        let vlen = read_u32(r, &mut scratch)? as usize;
+        read_bytes(r, vlen, &mut value)?;
+        pair(&key, &value)?;
+    }
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest)? != 0 {
+        return Err(invalid(ImageError("trailing bytes after the last pair")));
+    }
+    Ok(membership)
+}
+
+/// Appends exactly `n` bytes from `r` to `out` (growing only as data arrives).
+fn read_bytes(r: &mut dyn Read, n: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let got = r.take(n as u64).read_to_end(out)?;
+    if got != n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn read_u32(r: &mut dyn Read, out: &mut Vec<u8>) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    out.extend_from_slice(&b);
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u64(r: &mut dyn Read, out: &mut Vec<u8>) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    out.extend_from_slice(&b);
+    Ok(u64::from_le_bytes(b))
 }
 
 /// The membership at the head of an image, without decoding the pairs.
@@ -418,10 +480,13 @@ mod tests {
         overlay.insert(Bytes::from_static(b"bb"), None);
         overlay.insert(Bytes::from_static(b"new"), Some(Bytes::from_static(b"n")));
         overlay.insert(Bytes::from_static(b"never"), None);
-        let merged = merge_image(&prev, &overlay, &members).unwrap();
+        let plan = MergePlan::new(&mut &prev[..], &overlay, &members).unwrap();
         let mut out = Vec::new();
-        merged.write_to(&mut out).unwrap();
-        assert_eq!(out.len() as u64, merged.len());
+        plan.write_to(&mut &prev[..], &mut out).unwrap();
+        assert_eq!(out.len() as u64, plan.len());
+        for cut in 0..prev.len() {
+            assert!(MergePlan::new(&mut &prev[..cut], &overlay, &members).is_err());
+        }
 
         kv.write_batch(|m| {
             m.put(b"a", b"2");

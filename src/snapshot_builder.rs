@@ -5,9 +5,10 @@
 //! the newest snapshot (or a follower needs one that contains it, trap 2). The job gets the
 //! previous snapshot's (index, term), the committed entries after it up to the new index (the
 //! raft log keeps them: it is only ever compacted below the newest snapshot), the conf state and
-//! membership at the new index. It reads the previous image from its snap file, folds the
-//! entries into an [`Overlay`] (only the keys they touch), streams the merged image into the new
-//! snap file, and reports [`Report::SnapshotSaved`]; the raft thread then writes the WAL mark
+//! membership at the new index. It folds the entries into an [`Overlay`] (only the keys they
+//! touch), reads the previous image from its snap file as a stream (twice: to size the result,
+//! then to copy it; never whole in memory), streams the merged image into the new snap file,
+//! and reports [`Report::SnapshotSaved`]; the raft thread then writes the WAL mark
 //! (file first, mark second) and compacts.
 //!
 //! So the apply worker never stops for a snapshot and the map is never copied; the price is
@@ -20,7 +21,7 @@ use raft::eraftpb::{Entry, EntryType, SnapshotMetadata};
 use slog::{info, Logger};
 
 use crate::command::{Command, Request};
-use crate::kv::{merge_image, Overlay};
+use crate::kv::{MergePlan, Overlay};
 use crate::membership::Membership;
 use crate::raft_node::Report;
 
@@ -56,19 +57,27 @@ impl SnapshotJob {
 
     fn run(self) {
         let started = Instant::now();
-        let prev = match self.files.load(self.prev.0, self.prev.1) {
-            Ok(prev) => prev,
+        let overlay = overlay(&self.entries);
+        let (index, term) = self.prev;
+        // First pass: size the merge, and check the previous file's CRC before writing.
+        let plan = self.files.read_data(index, term).and_then(|mut prev| {
+            let plan = MergePlan::new(&mut prev, &overlay, &self.membership)
+                .map_err(|e| self.corrupt(e))?;
+            prev.finish()?;
+            Ok(plan)
+        });
+        let plan = match plan {
+            Ok(plan) => plan,
             Err(e) => crate::fatal(&self.logger, "cannot read the previous snapshot", &e),
         };
-        let overlay = overlay(&self.entries);
-        let merged = match merge_image(&prev.data, &overlay, &self.membership) {
-            Ok(merged) => merged,
-            Err(e) => crate::fatal(&self.logger, "the previous snapshot image is malformed", &e),
-        };
-        let bytes = merged.len();
-        let saved = self
-            .files
-            .save_streamed(&self.meta, bytes, |w| merged.write_to(w));
+        let bytes = plan.len();
+        let saved = self.files.read_data(index, term).and_then(|mut prev| {
+            let path = self
+                .files
+                .save_streamed(&self.meta, bytes, |w| plan.write_to(&mut prev, w))?;
+            prev.finish()?;
+            Ok(path)
+        });
         if let Err(e) = saved {
             crate::fatal(&self.logger, "cannot save a snapshot file", &e);
         }
@@ -76,6 +85,13 @@ impl SnapshotJob {
             "index" => self.meta.index, "bytes" => bytes, "entries_merged" => self.entries.len(),
             "ms" => started.elapsed().as_millis() as u64);
         let _ = self.reports.send(Report::SnapshotSaved(self.meta));
+    }
+
+    fn corrupt(&self, e: std::io::Error) -> snap::Error {
+        snap::Error::Corrupt {
+            file: self.files.dir().to_path_buf(),
+            reason: format!("snapshot {:?} image: {e}", self.prev),
+        }
     }
 }
 

@@ -76,6 +76,46 @@ pub(crate) fn encode_head(metadata: &SnapshotMetadata, data_len: u64) -> Result<
     Ok(head)
 }
 
+/// Checks a header against the real file length; returns (metadata length, data length).
+///
+/// # Errors
+/// A reason string, as [`decode`] gives for the same checks (the CRC is not checked here).
+pub(crate) fn check_header(
+    header: &[u8; HEADER_BYTES],
+    file_len: u64,
+) -> Result<(usize, u64), String> {
+    if header[0..8] != MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let version = u32::from_le_bytes(array(&header[8..12]));
+    let metadata_len = u32::from_le_bytes(array(&header[12..16])) as u64;
+    let data_len = u64::from_le_bytes(array(&header[16..24]));
+    if metadata_len > MAX_METADATA_BYTES as u64 {
+        return Err(format!(
+            "metadata length {metadata_len} exceeds {MAX_METADATA_BYTES}"
+        ));
+    }
+    let expected = ((HEADER_BYTES + TRAILER_BYTES) as u64 + metadata_len).checked_add(data_len);
+    if expected != Some(file_len) {
+        return Err(format!(
+            "header says metadata {metadata_len} bytes and data {data_len} bytes, \
+             which does not match the file length {file_len}"
+        ));
+    }
+    if version != VERSION {
+        return Err(format!("unsupported format version {version}"));
+    }
+    Ok((metadata_len as usize, data_len))
+}
+
+/// Decodes the metadata bytes.
+///
+/// # Errors
+/// A reason string when they are not a `SnapshotMetadata`.
+pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<SnapshotMetadata, String> {
+    SnapshotMetadata::parse_from_bytes(bytes).map_err(|e| format!("metadata does not decode: {e}"))
+}
+
 /// A decoded snapshot file: its metadata and where the data lies in the file's bytes.
 #[derive(Debug)]
 pub(crate) struct Decoded {

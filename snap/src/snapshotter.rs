@@ -197,6 +197,58 @@ impl Snapshotter {
         Ok(snapshot)
     }
 
+    /// Opens one snapshot file by (index, term) for reading its data as a stream, without
+    /// holding it in memory. The header, lengths, version and metadata are checked now; the
+    /// CRC covers the whole file, so it is checked by [`DataReader::finish`] once the data has
+    /// been read: a caller MUST call `finish` and MUST NOT trust what it read before that.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::load`], except that a CRC mismatch is reported by `finish`.
+    pub fn read_data(&self, index: u64, term: u64) -> Result<DataReader> {
+        let path = self.dir.join(snap_file_name(index, term));
+        let context = |what: &str| format!("{what} {}", path.display());
+        let corrupt = |reason: String| Error::Corrupt {
+            file: path.clone(),
+            reason,
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NoSnapshot),
+            Err(e) => return Err(Error::io(context("open"), e)),
+        };
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io(context("stat"), e))?
+            .len();
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        let mut header = [0u8; format::HEADER_BYTES];
+        reader
+            .read_exact(&mut header)
+            .map_err(|_| corrupt("shorter than its header".into()))?;
+        let (metadata_len, data_len) = format::check_header(&header, file_len).map_err(corrupt)?;
+        let mut metadata_bytes = vec![0u8; metadata_len];
+        reader
+            .read_exact(&mut metadata_bytes)
+            .map_err(|e| Error::io(context("read"), e))?;
+        let metadata = format::decode_metadata(&metadata_bytes).map_err(corrupt)?;
+        if (metadata.index, metadata.term) != (index, term) {
+            return Err(corrupt(format!(
+                "metadata says index {} term {}, the file name index {index} term {term}",
+                metadata.index, metadata.term
+            )));
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(&metadata_bytes);
+        Ok(DataReader {
+            path,
+            reader,
+            crc,
+            remaining: data_len,
+            metadata,
+        })
+    }
+
     /// (index, term) of every snapshot file present, newest first (by index, then term).
     /// Temp files, `.broken` files and foreign names are not listed.
     ///
@@ -386,4 +438,63 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
+}
+
+/// The data of one snapshot file, read as a stream (see [`Snapshotter::read_data`]).
+pub struct DataReader {
+    path: PathBuf,
+    reader: io::BufReader<File>,
+    crc: crc32fast::Hasher,
+    remaining: u64,
+    metadata: SnapshotMetadata,
+}
+
+impl DataReader {
+    /// The snapshot's metadata.
+    pub fn metadata(&self) -> &SnapshotMetadata {
+        &self.metadata
+    }
+
+    /// Reads whatever data is left and checks the file's CRC.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] on a CRC mismatch, [`Error::Io`] when reading fails.
+    pub fn finish(mut self) -> Result<()> {
+        io::copy(&mut self, &mut io::sink())
+            .map_err(|e| Error::io(format!("read {}", self.path.display()), e))?;
+        let mut trailer = [0u8; format::TRAILER_BYTES];
+        self.reader
+            .read_exact(&mut trailer)
+            .map_err(|e| Error::io(format!("read {}", self.path.display()), e))?;
+        let stored = u32::from_le_bytes(trailer);
+        let actual = self.crc.clone().finalize();
+        if stored != actual {
+            return Err(Error::Corrupt {
+                file: self.path.clone(),
+                reason: format!("CRC mismatch: stored {stored:08x}, computed {actual:08x}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Read for DataReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "snapshot file ends inside its data",
+            ));
+        }
+        self.crc.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
 }
