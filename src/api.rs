@@ -47,6 +47,8 @@ pub struct Api {
     pub applied: watch::Receiver<u64>,
     /// Configuration.
     pub config: Arc<Config>,
+    /// Answers given, for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Read consistency.
@@ -58,6 +60,12 @@ enum Consistency {
 
 /// Handles one client request.
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Answer {
+    let answer = route(&api, req).await;
+    api.metrics.record(answer.status().as_u16());
+    answer
+}
+
+async fn route(api: &Api, req: Request<Incoming>) -> Answer {
     let deadline = Instant::now() + api.config.request_timeout;
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -81,7 +89,8 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Answer {
         ["status"] if method == Method::GET => api.status_answer(deadline).await,
         ["health"] if method == Method::GET => api.health(deadline).await,
         ["members"] if method == Method::GET => api.members(deadline).await,
-        ["status" | "health" | "members"] => not_allowed("GET"),
+        ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
+        ["status" | "health" | "members" | "metrics"] => not_allowed("GET"),
         ["members", id] => match method {
             Method::POST => {
                 let learner = query_param(&query, "learner").is_some_and(|v| v == "true");
@@ -430,6 +439,25 @@ impl Api {
     async fn status_answer(&self, deadline: Instant) -> Answer {
         match self.status(deadline).await {
             Ok(report) => json(StatusCode::OK, &report),
+            Err(answer) => answer,
+        }
+    }
+
+    async fn metrics_answer(&self, deadline: Instant) -> Answer {
+        match self.status(deadline).await {
+            Ok(report) => {
+                let body = self
+                    .metrics
+                    .render(&report, self.kv.len(), self.waiters.len());
+                hyper::Response::builder()
+                    .status(StatusCode::OK)
+                    .header(
+                        hyper::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                    .body(http_body_util::Full::new(Bytes::from(body)))
+                    .expect("valid response")
+            }
             Err(answer) => answer,
         }
     }

@@ -14,7 +14,8 @@
 //!   [`snapshot_builder`]: new snapshots merged from the previous one and the log;
 //!   [`command`]: what an entry carries; [`membership`]: IDs and peer URLs.
 //! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP.
-//! - [`api`]: the client HTTP API; [`waiters`]: clients waiting for their entries;
+//! - [`api`]: the client HTTP API; [`metrics`]: `GET /metrics`; [`waiters`]: clients waiting
+//!   for their entries;
 //!   [`http`]: shared HTTP plumbing.
 //!
 //! See ARCHITECTURE.md for the channel map and who owns what.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod kv;
 pub mod membership;
+pub mod metrics;
 pub mod peer_server;
 pub mod raft_node;
 pub mod recovery;

@@ -175,6 +175,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         kv,
         applied: applied_rx,
         config: config.clone(),
+        metrics: crate::metrics::Metrics::default(),
     });
     let client_server = tokio::spawn(crate::http::serve(
         client_listener,

@@ -40,6 +40,18 @@ fn single_node_put_get_delete() {
     assert_eq!(s["role"], "leader");
     assert_eq!(s["voters"].as_array().unwrap().len(), 1);
     assert_eq!(n.req("GET", "/health", b"").unwrap().status, 200);
+    let m = n.req("GET", "/metrics", b"").unwrap();
+    assert_eq!(m.status, 200);
+    let m = m.text();
+    assert!(m.contains("raftexample_is_leader{id=\"1\"} 1"), "{m}");
+    assert!(m.contains("raftexample_keys{id=\"1\"} 0"), "{m}");
+    let put_answers = m
+        .lines()
+        .find(|l| l.starts_with("raftexample_http_responses_total{id=\"1\",code=\"204\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert!(put_answers >= 3, "{m}");
+    assert_eq!(n.req("POST", "/metrics", b"").unwrap().status, 405);
 }
 
 // Intent: writes through any node, leader or follower, are replicated to every node.
