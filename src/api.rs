@@ -49,6 +49,8 @@ pub struct Api {
     pub config: Arc<Config>,
     /// Answers given, for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Subscriptions for `GET /events`.
+    pub events: crate::events::Events,
 }
 
 /// Read consistency.
@@ -90,7 +92,8 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         ["health"] if method == Method::GET => api.health(deadline).await,
         ["members"] if method == Method::GET => api.members(deadline).await,
         ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
-        ["status" | "health" | "members" | "metrics"] => not_allowed("GET"),
+        ["events"] if method == Method::GET => api.events.answer(),
+        ["status" | "health" | "members" | "metrics" | "events"] => not_allowed("GET"),
         ["members", id] => match method {
             Method::POST => {
                 let learner = query_param(&query, "learner").is_some_and(|v| v == "true");
@@ -256,7 +259,7 @@ impl Api {
             Some(value) => hyper::Response::builder()
                 .status(StatusCode::OK)
                 .header("x-raft-applied-index", *self.applied.borrow())
-                .body(http_body_util::Full::new(value))
+                .body(crate::http::full(value))
                 .expect("valid response"),
             None => text(StatusCode::NOT_FOUND, "key not found"),
         }
@@ -455,7 +458,7 @@ impl Api {
                         hyper::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )
-                    .body(http_body_util::Full::new(Bytes::from(body)))
+                    .body(crate::http::full(body))
                     .expect("valid response")
             }
             Err(answer) => answer,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -24,8 +25,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time in-flight requests get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The body of every answer: a whole buffer, or a stream (`GET /events`).
+pub type Body = BoxBody<Bytes, Infallible>;
+
 /// The answer type of every handler.
-pub type Answer = Response<Full<Bytes>>;
+pub type Answer = Response<Body>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then lets in-flight requests
 /// finish for a short while.
@@ -89,7 +98,7 @@ pub fn text(status: StatusCode, sentence: impl Into<String>) -> Answer {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts are valid")
 }
 
@@ -99,7 +108,7 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Answer {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts are valid")
 }
 

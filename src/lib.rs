@@ -14,8 +14,8 @@
 //!   [`snapshot_builder`]: new snapshots merged from the previous one and the log;
 //!   [`command`]: what an entry carries; [`membership`]: IDs and peer URLs.
 //! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP.
-//! - [`api`]: the client HTTP API; [`metrics`]: `GET /metrics`; [`waiters`]: clients waiting
-//!   for their entries;
+//! - [`api`]: the client HTTP API; [`metrics`]: `GET /metrics`; [`events`]: `GET /events`;
+//!   [`waiters`]: clients waiting for their entries;
 //!   [`http`]: shared HTTP plumbing.
 //!
 //! See ARCHITECTURE.md for the channel map and who owns what.
@@ -24,6 +24,7 @@ pub mod api;
 pub mod apply;
 pub mod command;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod kv;
 pub mod membership;

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 use crate::apply::Apply;
 use crate::command::ConfChangeContext;
 use crate::config::Config;
+use crate::events::Events;
 use crate::membership::{Member, Membership};
 use crate::peer_server::PeerGate;
 use crate::snapshot_builder::SnapshotJob;
@@ -267,6 +268,8 @@ pub struct RaftNode {
     pub sent_index: u64,
     /// Feeds `Report`s back to this thread (cloned into snapshot jobs).
     pub reports: crossbeam_channel::Sender<Report>,
+    /// `GET /events` subscribers.
+    pub events: Events,
     reads: ReadQueue,
     /// When the snapshot job in flight started.
     snapshot_started: Option<Instant>,
@@ -312,6 +315,7 @@ impl RaftNode {
         waiters: Arc<Waiters>,
         config: Arc<Config>,
         reports: crossbeam_channel::Sender<Report>,
+        events: Events,
         logger: Logger,
     ) -> RaftNode {
         let conf_state = raw
@@ -335,6 +339,7 @@ impl RaftNode {
             snapshot_index,
             sent_index: snapshot_index,
             reports,
+            events,
             reads: ReadQueue::default(),
             snapshot_started: None,
             next_snapshot_at: Instant::now(),
@@ -706,6 +711,14 @@ impl RaftNode {
 
     fn on_ready(&mut self) {
         let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            let event = serde_json::json!({
+                "term": self.raw.raft.term,
+                "leader": ss.leader_id,
+                "role": role_name(ss.raft_state),
+            });
+            self.events.publish("leader", &event);
+        }
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone());
         }
@@ -764,6 +777,8 @@ impl RaftNode {
         self.raw.mut_store().apply_snapshot(&meta);
         self.snapshot_index = meta.index;
         self.sent_index = meta.index;
+        let event = serde_json::json!({ "index": meta.index, "term": meta.term, "from": "leader" });
+        self.events.publish("snapshot", &event);
         self.sync_peers();
         self.send_commits(Apply::Restore(snapshot));
     }
@@ -842,6 +857,10 @@ impl RaftNode {
                     url
                 };
                 info!(self.logger, "member added"; "node" => id, "url" => &url, "learner" => learner);
+                let event = serde_json::json!({
+                    "change": "add", "node": id, "url": &url, "learner": learner,
+                });
+                self.events.publish("membership", &event);
                 self.membership.insert(id, url.clone(), learner);
                 self.gate.set_removed(id, false);
                 if !url.is_empty() {
@@ -850,6 +869,8 @@ impl RaftNode {
             }
             ConfChangeType::RemoveNode => {
                 info!(self.logger, "member removed"; "node" => id);
+                let event = serde_json::json!({ "change": "remove", "node": id });
+                self.events.publish("membership", &event);
                 self.membership.remove(id);
                 self.transport.remove_peer(id);
                 self.gate.set_removed(id, true);
@@ -951,6 +972,8 @@ impl RaftNode {
         }
         self.save_snapshot_mark(&meta);
         self.snapshot_index = meta.index;
+        let event = serde_json::json!({ "index": meta.index, "term": meta.term, "from": "local" });
+        self.events.publish("snapshot", &event);
         let store = self.raw.mut_store();
         store.set_snapshot(meta.clone());
         let compact_to = meta
@@ -1061,12 +1084,7 @@ impl RaftNode {
 
     fn status(&self) -> StatusReport {
         let raft = &self.raw.raft;
-        let role = match raft.state {
-            StateRole::Leader => "leader",
-            StateRole::Follower => "follower",
-            StateRole::Candidate => "candidate",
-            StateRole::PreCandidate => "pre-candidate",
-        };
+        let role = role_name(raft.state);
         let pick = |ids: &[u64]| -> Vec<Member> {
             ids.iter()
                 .map(|id| {
@@ -1113,6 +1131,16 @@ impl RaftNode {
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
             state_digest: String::new(),
         }
+    }
+}
+
+/// The name of a raft role in `/status` and `/events`.
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
     }
 }
 

@@ -110,6 +110,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         inbox_tx.clone(),
     ));
 
+    let events = crate::events::Events::default();
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
@@ -136,6 +137,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         waiters.clone(),
         config.clone(),
         report_tx,
+        events.clone(),
         logger.new(slog::o!("part" => "raft")),
     );
     let worker = ApplyWorker {
@@ -176,6 +178,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
         applied: applied_rx,
         config: config.clone(),
         metrics: crate::metrics::Metrics::default(),
+        events,
     });
     let client_server = tokio::spawn(crate::http::serve(
         client_listener,

@@ -411,3 +411,51 @@ fn wiped_member_must_come_back_under_a_new_id() {
     c.wait_converged();
     assert_keys(&c, id, "w", 100);
 }
+
+// Intent: `GET /events` streams leader changes, membership changes and snapshots as they happen.
+#[test]
+fn events_stream_leader_membership_and_snapshot_changes() {
+    use std::io::{Read, Write};
+    let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
+    let leader = c.wait_leader();
+    let watcher = (1..=3).find(|i| *i != leader).unwrap();
+    let mut stream = std::net::TcpStream::connect(c.node(watcher).client).unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut read_until = |needle: &str, seen: &mut String| {
+        poll(Duration::from_secs(20), needle, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = stream.read(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            seen.contains(needle).then_some(())
+        })
+    };
+    read_until("text/event-stream", &mut seen);
+    let target = (1..=3).find(|i| *i != leader && *i != watcher).unwrap();
+    let r = c
+        .node(leader)
+        .req("POST", "/leader", target.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 204);
+    read_until(&format!("\"leader\":{target}"), &mut seen);
+    assert!(seen.contains("event: leader"), "{seen}");
+    let (id, url) = c.prepare_joiner(&[]);
+    let r = c
+        .node(target)
+        .req(
+            "POST",
+            &format!("/members/{id}?learner=true"),
+            url.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 204);
+    read_until("event: membership", &mut seen);
+    write_keys(&c, target, "e", 60);
+    read_until("event: snapshot", &mut seen);
+}
