@@ -228,6 +228,21 @@ pub struct PeerProgress {
 /// Where the raft thread answers a client: done, or why not.
 type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
 
+/// A removal of the leader, proposed once leadership moved (see `defer_leader_removal`).
+struct DeferredRemoval {
+    /// The node to remove.
+    id: u64,
+    /// The waiting client's request ID.
+    request_id: u64,
+    /// Propose even if leadership has not moved by then.
+    give_up: Instant,
+    /// Last time it was proposed: a new leader silently drops conf changes until it applied
+    /// its first entry, so the proposal is repeated until the removal is applied.
+    proposed_at: Option<Instant>,
+    /// Forget it then (the client has had its 504).
+    expires: Instant,
+}
+
 /// Linearizable reads waiting for a read index.
 #[derive(Default)]
 struct ReadQueue {
@@ -280,9 +295,8 @@ pub struct RaftNode {
     transfers: Vec<(u64, Instant, Reply<()>)>,
     /// Proposals received this turn, proposed together by `flush_proposals`.
     proposals: Vec<(Vec<u8>, Reply<()>)>,
-    /// Removals of the current leader waiting for leadership to move first (trap 6):
-    /// (node, request ID, when to propose anyway).
-    deferred_removals: Vec<(u64, u64, Instant)>,
+    /// Removals of the current leader waiting for leadership to move first (trap 6).
+    deferred_removals: Vec<DeferredRemoval>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -617,30 +631,40 @@ impl RaftNode {
         info!(self.logger, "moving leadership before removing the leader"; "leader" => id, "to" => target);
         self.raw.transfer_leader(target);
         let patience = self.config.tick_interval * self.config.election_ticks as u32 * 2;
-        self.deferred_removals
-            .push((id, request_id, Instant::now() + patience));
+        let now = Instant::now();
+        self.deferred_removals.push(DeferredRemoval {
+            id,
+            request_id,
+            give_up: now + patience,
+            proposed_at: None,
+            expires: now + self.config.request_timeout,
+        });
         Ok(())
     }
 
     fn propose_deferred_removals(&mut self, now: Instant) {
         let leader = self.raw.raft.leader_id;
-        let mut i = 0;
-        while i < self.deferred_removals.len() {
-            let (id, request_id, give_up) = self.deferred_removals[i];
-            if (leader != 0 && leader != id) || now >= give_up {
-                self.deferred_removals.swap_remove(i);
-                let proposed = self.propose_conf_change(
-                    id,
-                    ConfChangeType::RemoveNode,
-                    String::new(),
-                    request_id,
-                );
-                if let Err(refusal) = proposed {
-                    self.waiters.complete(request_id, Err(refusal.to_string()));
-                }
-            } else {
-                i += 1;
+        let retry = self.config.tick_interval * self.config.election_ticks as u32;
+        let conf_state = &self.conf_state;
+        self.deferred_removals.retain(|r| {
+            let member = conf_state.voters.contains(&r.id) || conf_state.learners.contains(&r.id);
+            member && now < r.expires
+        });
+        let mut due = Vec::new();
+        for r in &mut self.deferred_removals {
+            let moved = leader != 0 && leader != r.id;
+            let retry_due = r
+                .proposed_at
+                .is_none_or(|at| now.duration_since(at) >= retry);
+            if (moved || now >= r.give_up) && retry_due {
+                r.proposed_at = Some(now);
+                due.push((r.id, r.request_id));
             }
+        }
+        for (id, request_id) in due {
+            // A refusal here (no leader for a moment) is retried at the next due time.
+            let _ =
+                self.propose_conf_change(id, ConfChangeType::RemoveNode, String::new(), request_id);
         }
     }
 

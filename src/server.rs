@@ -278,7 +278,7 @@ async fn probe_peers(config: &Config, patient: bool, logger: &Logger) -> Option<
                 continue;
             }
             let Ok(req) = hyper::Request::get(format!("{url}/raft/cluster?id={}", config.id))
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .body(crate::http::full(bytes::Bytes::new()))
             else {
                 continue;
             };
