@@ -40,6 +40,19 @@ fn assert_keys(c: &Cluster, id: u64, prefix: &str, n: usize) {
     }
 }
 
+/// raftexample's way to grow a cluster: `POST /<id>` with the new peer URL on `via` (must
+/// answer 204), then start the new node with `--join`. Returns the new node's ID.
+fn add_voter_and_start(c: &mut Cluster, via: u64) -> u64 {
+    let (id, url) = c.prepare_joiner(&[]);
+    let r = c
+        .node(via)
+        .req("POST", &format!("/{id}"), url.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.node_mut(id).start();
+    id
+}
+
 fn snapshot_index(c: &Cluster, id: u64) -> u64 {
     c.node(id).status().unwrap()["snapshot_index"]
         .as_u64()
@@ -184,15 +197,7 @@ fn removing_the_leader_transfers_leadership_first() {
 fn restart_after_membership_change_and_compaction_keeps_members_connected() {
     let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
     let leader = c.wait_leader();
-    let (id, url) = c.prepare_joiner(&[]);
-    assert_eq!(
-        c.node(leader)
-            .req("POST", &format!("/{id}"), url.as_bytes())
-            .unwrap()
-            .status,
-        204
-    );
-    c.node_mut(id).start();
+    let id = add_voter_and_start(&mut c, leader);
     write_keys(&c, leader, "m", 150);
     c.wait_converged();
     for n in &mut c.nodes {
@@ -399,15 +404,7 @@ fn wiped_member_must_come_back_under_a_new_id() {
         .req("DELETE", &format!("/{victim}"), b"")
         .unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
-    let (id, url) = c.prepare_joiner(&[]);
-    assert_eq!(
-        c.node(leader)
-            .req("POST", &format!("/{id}"), url.as_bytes())
-            .unwrap()
-            .status,
-        204
-    );
-    c.node_mut(id).start();
+    let id = add_voter_and_start(&mut c, leader);
     c.wait_converged();
     assert_keys(&c, id, "w", 100);
 }

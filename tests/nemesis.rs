@@ -29,6 +29,8 @@ mod faults;
 mod http;
 #[path = "nemesis/stale.rs"]
 mod stale;
+#[path = "support/mod.rs"]
+mod support;
 #[path = "nemesis/verify.rs"]
 mod verify;
 

@@ -59,7 +59,8 @@ pub fn request(
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP reply"))
 }
 
-fn parse_reply(raw: &[u8]) -> Option<Reply> {
+/// Parses a whole HTTP/1.1 reply (de-chunking a chunked body); `None` when malformed.
+pub fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
