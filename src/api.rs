@@ -170,6 +170,12 @@ impl Api {
                 StatusCode::CONFLICT,
                 format!("node {id} is already a member: remove it first to re-add it"),
             ),
+            Refusal::UrlInUse { url, id } => text(
+                StatusCode::CONFLICT,
+                format!(
+                    "peer URL {url} already belongs to node {id}: give the new node its own URL"
+                ),
+            ),
             Refusal::NotCaughtUp(id) => text(
                 StatusCode::CONFLICT,
                 format!(

@@ -42,6 +42,8 @@ pub struct ApplyWorker {
     pub logger: Logger,
     /// Index and term of the last applied entry.
     pub applied: Applied,
+    /// Test-only: panic at the first committed entries (`--test-panic apply`).
+    pub test_panic: bool,
 }
 
 impl ApplyWorker {
@@ -59,6 +61,7 @@ impl ApplyWorker {
         let Some(last) = entries.last() else {
             return;
         };
+        assert!(!self.test_panic, "--test-panic apply");
         let last = Applied {
             index: last.index,
             term: last.term,

@@ -68,6 +68,21 @@ pub struct NodeArgs {
     /// linearizability on purpose so the `check` tool can prove it notices).
     #[arg(long, hide = true)]
     pub unsafe_local_reads: bool,
+    /// TEST ONLY: panic on purpose in one thread (raft, apply or runtime) once the node serves,
+    /// so tests can prove that any panic ends the process with a non-zero status.
+    #[arg(long, hide = true, value_enum)]
+    pub test_panic: Option<TestPanic>,
+}
+
+/// Where `--test-panic` panics.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestPanic {
+    /// The raft thread, at its first tick.
+    Raft,
+    /// The apply worker, at its first committed entries.
+    Apply,
+    /// A task on the async runtime.
+    Runtime,
 }
 
 /// A validated node configuration. Build one with [`Config::from_args`] (or by hand in tests).
@@ -109,6 +124,8 @@ pub struct Config {
     pub log_level: slog::Level,
     /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
     pub unsafe_local_reads: bool,
+    /// Test-only deliberate panic (see [`NodeArgs::test_panic`]).
+    pub test_panic: Option<TestPanic>,
 }
 
 /// A flag value or combination that cannot work; the message is the one sentence printed.
@@ -178,6 +195,14 @@ impl Config {
         if args.max_request_body_bytes == 0 {
             return Err(bad("--max-request-body-bytes must be at least 1"));
         }
+        let body_ceiling = crate::limits::max_request_body_bytes();
+        if args.max_request_body_bytes > body_ceiling {
+            return Err(bad(format!(
+                "--max-request-body-bytes {} is more than a write-ahead log record or a peer \
+                 message can carry: use at most {body_ceiling}",
+                args.max_request_body_bytes
+            )));
+        }
         if args.wal_segment_size_bytes < 4096 {
             return Err(bad("--wal-segment-size-bytes must be at least 4096"));
         }
@@ -201,6 +226,7 @@ impl Config {
             wal_segment_size_bytes: args.wal_segment_size_bytes,
             log_level,
             unsafe_local_reads: args.unsafe_local_reads,
+            test_panic: args.test_panic,
         })
     }
 
@@ -317,6 +343,7 @@ mod tests {
             &["--snapshot-count", "0"],
             &["--log-level", "loud"],
             &["--wal-segment-size-bytes", "10"],
+            &["--max-request-body-bytes", "134217728"],
         ];
         for argv in cases {
             let err = parse(argv).expect_err(&format!("{argv:?} must be refused"));

@@ -18,8 +18,6 @@ use slog::{warn, Logger};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// Connections served at once per server; further ones wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 4096;
 /// Time a client has to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time in-flight requests get to finish after shutdown starts.
@@ -37,9 +35,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then lets in-flight requests
-/// finish for a short while.
+/// finish for a short while. At most `max_connections` are served at once (see
+/// [`crate::limits::connection_bounds`]); further ones wait in the kernel's backlog.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    max_connections: usize,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     logger: Logger,
@@ -48,7 +48,7 @@ pub async fn serve<H, F>(
     F: Future<Output = Answer> + Send + 'static,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
@@ -75,6 +75,7 @@ pub async fn serve<H, F>(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(crate::limits::MAX_REQUEST_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -5,7 +5,12 @@ use raftexample::config::{Config, NodeArgs};
 
 /// A replicated key-value service on raft, compatible with etcd's raftexample.
 #[derive(Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -35,6 +40,7 @@ fn tune_allocator() {
 
 fn main() {
     tune_allocator();
+    raftexample::abort_on_panic();
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Check(args)) => check::run(&args),

@@ -78,6 +78,25 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP raftexample_read_index_duplicates_total ReadIndex requests this leader got \
+             with a context already pending (raft drops them; must stay 0).\n\
+             # TYPE raftexample_read_index_duplicates_total counter\n\
+             raftexample_read_index_duplicates_total{{id=\"{id}\"}} {}",
+            report.duplicate_read_contexts
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raftexample_peer_refused_total Peer requests refused, by reason.\n\
+             # TYPE raftexample_peer_refused_total counter"
+        );
+        for (reason, n) in &report.peer_refused {
+            let _ = writeln!(
+                out,
+                "raftexample_peer_refused_total{{id=\"{id}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP raftexample_http_responses_total Client API answers by status code.\n\
              # TYPE raftexample_http_responses_total counter"
         );

@@ -10,9 +10,9 @@
 //!   a starting node (`I` is what a leader saw node N acknowledge, else 0).
 //!
 //! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
-//! sender or not for us, a local-only message type); 410 the sender was removed; 412 another
+//! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 410 the sender was removed; 412 another
 //! cluster; 413 too large; 503 the inbox is full (the sender backs off). Nothing is stepped
-//! unless the whole batch is valid.
+//! unless the whole batch is valid. Every refusal is counted by [`Refused`] reason.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +26,10 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::http::{json, read_body, text, Answer};
+use crate::limits::{MAX_BATCH_BODY_BYTES, MAX_TERM};
 use crate::raft_node::Msg;
 use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
 
-/// Largest batch request body.
-pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest snapshot request body.
 pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
 /// Bodies up to this size are decoded on the async worker itself.
@@ -40,6 +39,70 @@ const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a snapshot body has to arrive (the sender gives up after 300 s too).
 const SNAPSHOT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Why a peer request was refused; each reason has its own counter in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Missing or unparsable headers (400).
+    Headers,
+    /// Another cluster's ID (412).
+    OtherCluster,
+    /// Not addressed to this node (400).
+    WrongReceiver,
+    /// The sender was removed (410).
+    Removed,
+    /// An undecodable batch or message (400).
+    Malformed,
+    /// A message not from the sender or not to us (400).
+    WrongPeer,
+    /// A message type that only a node sends itself (400).
+    LocalType,
+    /// A term, log term or entry term above [`MAX_TERM`] (400).
+    Term,
+    /// A snapshot whose image does not validate (400).
+    Snapshot,
+}
+
+impl Refused {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Refused; 9] = [
+        Refused::Headers,
+        Refused::OtherCluster,
+        Refused::WrongReceiver,
+        Refused::Removed,
+        Refused::Malformed,
+        Refused::WrongPeer,
+        Refused::LocalType,
+        Refused::Term,
+        Refused::Snapshot,
+    ];
+
+    /// The `reason` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Headers => "headers",
+            Refused::OtherCluster => "other_cluster",
+            Refused::WrongReceiver => "wrong_receiver",
+            Refused::Removed => "removed",
+            Refused::Malformed => "malformed",
+            Refused::WrongPeer => "wrong_peer",
+            Refused::LocalType => "local_type",
+            Refused::Term => "term",
+            Refused::Snapshot => "snapshot",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Refused::OtherCluster => StatusCode::PRECONDITION_FAILED,
+            Refused::Removed => StatusCode::GONE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A refusal with the sentence sent back.
+type Refusal = (Refused, String);
+
 /// What the peer server checks requests against; published by the raft thread.
 pub struct PeerGate {
     cluster_id: u64,
@@ -48,6 +111,8 @@ pub struct PeerGate {
     /// On the leader: each member's match index (empty elsewhere).
     matched: RwLock<HashMap<u64, u64>>,
     dropped: AtomicU64,
+    refused: [AtomicU64; Refused::ALL.len()],
+    duplicate_reads: AtomicU64,
     inbox: crossbeam_channel::Sender<Msg>,
 }
 
@@ -60,6 +125,8 @@ impl PeerGate {
             removed: RwLock::new(HashSet::new()),
             matched: RwLock::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            refused: Default::default(),
+            duplicate_reads: AtomicU64::new(0),
             inbox,
         }
     }
@@ -72,6 +139,29 @@ impl PeerGate {
     /// Batches refused because the inbox was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused so far, by reason (in [`Refused::ALL`] order).
+    pub fn refused(&self) -> Vec<(Refused, u64)> {
+        Refused::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn count_refused(&self, reason: Refused) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a ReadIndex request the leader's raft would drop as a duplicate context.
+    pub fn count_duplicate_read(&self) {
+        self.duplicate_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// ReadIndex requests with a context already pending on this leader.
+    pub fn duplicate_reads(&self) -> u64 {
+        self.duplicate_reads.load(Ordering::Relaxed)
     }
 
     /// Marks `id` removed (its messages get 410) or a member again.
@@ -153,7 +243,7 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
 }
 
 /// How a body becomes validated messages.
-type Decoder = fn(&Bytes, u64, u64) -> Result<Vec<Message>, String>;
+type Decoder = fn(&Bytes, u64, u64) -> Result<Vec<Message>, Refusal>;
 
 async fn receive(
     gate: Arc<PeerGate>,
@@ -164,7 +254,10 @@ async fn receive(
 ) -> Answer {
     let from = match check_headers(&gate, &req) {
         Ok(from) => from,
-        Err((status, sentence)) => return text(status, sentence),
+        Err((reason, sentence)) => {
+            gate.count_refused(reason);
+            return text(reason.status(), sentence);
+        }
     };
     let body = match read_body(req.into_body(), limit, Instant::now() + timeout).await {
         Ok(b) => b,
@@ -180,7 +273,10 @@ async fn receive(
     };
     let msgs = match decoded {
         Ok(Ok(msgs)) => msgs,
-        Ok(Err(reason)) => return text(StatusCode::BAD_REQUEST, reason),
+        Ok(Err((reason, sentence))) => {
+            gate.count_refused(reason);
+            return text(reason.status(), sentence);
+        }
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "decoder failed: retry"),
     };
     if msgs.is_empty() {
@@ -199,20 +295,15 @@ async fn receive(
     }
 }
 
-/// The sender's ID, or the status and sentence to refuse the request with.
-fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, (StatusCode, String)> {
+/// The sender's ID, or why the request is refused.
+fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusal> {
     let header = |name: &str| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let bad = |what: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("missing or bad {what} header"),
-        )
-    };
+    let bad = |what: &str| (Refused::Headers, format!("missing or bad {what} header"));
     let cluster = header(HEADER_CLUSTER)
         .and_then(|v| u64::from_str_radix(&v, 16).ok())
         .ok_or_else(|| bad("X-Raft-Cluster-Id"))?;
@@ -225,7 +316,7 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, (Statu
         .ok_or_else(|| bad("X-Raft-To"))?;
     if cluster != gate.cluster_id {
         return Err((
-            StatusCode::PRECONDITION_FAILED,
+            Refused::OtherCluster,
             format!(
                 "cluster ID mismatch: this node belongs to cluster {:x}, the sender to {cluster:x}",
                 gate.cluster_id
@@ -234,13 +325,13 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, (Statu
     }
     if to != gate.self_id {
         return Err((
-            StatusCode::BAD_REQUEST,
+            Refused::WrongReceiver,
             format!("this is node {}, not node {to}", gate.self_id),
         ));
     }
     if gate.is_removed(from) {
         return Err((
-            StatusCode::GONE,
+            Refused::Removed,
             format!("node {from} was removed from this cluster: it must shut down"),
         ));
     }
@@ -250,23 +341,24 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, (Statu
 /// Decodes and validates a batch body.
 ///
 /// # Errors
-/// A sentence saying what is wrong with the batch.
-pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, String> {
+/// Why the batch is refused, with a sentence.
+pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, Refusal> {
+    let malformed = |what: &str| (Refused::Malformed, what.to_string());
     let mut msgs = Vec::new();
     let mut pos = 0usize;
     while pos < body.len() {
         let len_bytes = body
             .get(pos..pos + 4)
-            .ok_or("batch ends inside a length prefix")?;
+            .ok_or_else(|| malformed("batch ends inside a length prefix"))?;
         let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
         pos += 4;
         let end = pos
             .checked_add(len)
             .filter(|end| *end <= body.len())
-            .ok_or("message length runs past the end of the batch")?;
+            .ok_or_else(|| malformed("message length runs past the end of the batch"))?;
         // Zero-copy: a snapshot's data stays a slice of the request body.
         let msg = Message::parse_from_carllerche_bytes(&body.slice(pos..end))
-            .map_err(|e| format!("undecodable raft message: {e}"))?;
+            .map_err(|e| malformed(&format!("undecodable raft message: {e}")))?;
         pos = end;
         validate(&msg, from, self_id)?;
         msgs.push(msg);
@@ -278,46 +370,77 @@ pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message
 /// `transport.rs`). The data stays a slice of the body.
 ///
 /// # Errors
-/// A sentence saying what is wrong with the body.
-pub fn decode_snapshot(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, String> {
+/// Why the body is refused, with a sentence.
+pub fn decode_snapshot(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, Refusal> {
+    let malformed = |what: String| (Refused::Malformed, what);
     let len_bytes = body
         .get(..4)
-        .ok_or("snapshot body shorter than its length prefix")?;
+        .ok_or_else(|| malformed("snapshot body shorter than its length prefix".into()))?;
     let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
     let end = 4usize
         .checked_add(len)
         .filter(|end| *end <= body.len())
-        .ok_or("snapshot message length runs past the end of the body")?;
+        .ok_or_else(|| malformed("snapshot message length runs past the end of the body".into()))?;
     let mut msg = Message::parse_from_carllerche_bytes(&body.slice(4..end))
-        .map_err(|e| format!("undecodable raft message: {e}"))?;
+        .map_err(|e| malformed(format!("undecodable raft message: {e}")))?;
     if msg.get_msg_type() != MessageType::MsgSnapshot {
-        return Err(format!("{:?} sent as a snapshot", msg.get_msg_type()));
+        return Err(malformed(format!(
+            "{:?} sent as a snapshot",
+            msg.get_msg_type()
+        )));
     }
     msg.mut_snapshot().data = body.slice(end..);
     validate(&msg, from, self_id)?;
     Ok(vec![msg])
 }
 
-fn validate(msg: &Message, from: u64, self_id: u64) -> Result<(), String> {
+fn validate(msg: &Message, from: u64, self_id: u64) -> Result<(), Refusal> {
     if msg.from != from || msg.to != self_id {
-        return Err(format!(
-            "message from {} to {} in a batch from {from} to {self_id}",
-            msg.from, msg.to
+        return Err((
+            Refused::WrongPeer,
+            format!(
+                "message from {} to {} in a batch from {from} to {self_id}",
+                msg.from, msg.to
+            ),
         ));
     }
+    check_terms(msg)?;
     match msg.get_msg_type() {
         MessageType::MsgHup
         | MessageType::MsgBeat
         | MessageType::MsgUnreachable
         | MessageType::MsgSnapStatus
         | MessageType::MsgCheckQuorum => {
-            return Err(format!("{:?} is local to a node", msg.get_msg_type()))
+            return Err((
+                Refused::LocalType,
+                format!("{:?} is local to a node", msg.get_msg_type()),
+            ))
         }
         MessageType::MsgSnapshot => {
             crate::kv::validate_image(&msg.get_snapshot().data)
-                .map_err(|e| format!("snapshot rejected: {e}"))?;
+                .map_err(|e| (Refused::Snapshot, format!("snapshot rejected: {e}")))?;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Every term a message carries (its own, its log term, its entries', its snapshot's) is at
+/// most [`MAX_TERM`]: raft-rs adds 1 to terms unchecked and would wrap and panic.
+fn check_terms(msg: &Message) -> Result<(), Refusal> {
+    let terms = [
+        ("term", msg.term),
+        ("log term", msg.log_term),
+        ("snapshot term", msg.get_snapshot().get_metadata().term),
+    ];
+    let entry_term = msg.entries.iter().map(|e| e.term).max().unwrap_or(0);
+    for (what, term) in terms.into_iter().chain([("entry term", entry_term)]) {
+        if term > MAX_TERM {
+            return Err((
+                Refused::Term,
+                format!("{what} {term} is above the highest term a cluster can reach ({MAX_TERM})"),
+            ));
+        }
     }
     Ok(())
 }

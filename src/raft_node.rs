@@ -38,6 +38,7 @@ use crate::apply::Apply;
 use crate::command::ConfChangeContext;
 use crate::config::Config;
 use crate::events::Events;
+use crate::limits::MAX_SIZE_PER_MSG;
 use crate::membership::{Member, Membership};
 use crate::peer_server::PeerGate;
 use crate::snapshot_builder::SnapshotJob;
@@ -49,12 +50,12 @@ use crate::waiters::{Applied, Waiters};
 pub const INBOX_BOUND: usize = 8192;
 /// Most inbox messages handled before the next Ready (bounds one turn's latency).
 const MAX_DRAIN: usize = 4096;
-/// Raft's per-message size cap: appends are batched up to this (trap 10).
-const MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
 /// Raft's inflight append cap per follower (trap 10).
 const MAX_INFLIGHT_MSGS: usize = 256;
 /// Uncommitted bytes a leader accepts before dropping proposals (answered 503).
 const MAX_UNCOMMITTED_BYTES: u64 = 256 * 1024 * 1024;
+/// Pause before retrying a snapshot that could not be made.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
 /// Snapshots are spaced so that the gap after one is this many times as long as building it
 /// took (building takes at most a quarter of the time).
 const SNAPSHOT_DUTY_DIVISOR: u32 = 3;
@@ -74,6 +75,14 @@ pub enum Refusal {
     /// The node to add is already a member.
     #[error("node {0} is already a member")]
     AlreadyMember(u64),
+    /// Another member already has this peer URL (as etcd: "Peer URLs already exists").
+    #[error("peer URL {url} already belongs to node {id}")]
+    UrlInUse {
+        /// The URL asked for.
+        url: String,
+        /// The member that has it.
+        id: u64,
+    },
     /// The node to remove or promote is not a member (or not a learner).
     #[error("node {0} is not a member that can take this change")]
     NotMember(u64),
@@ -161,8 +170,10 @@ pub enum Report {
         /// Delivered.
         ok: bool,
     },
-    /// The apply worker saved the snapshot file with this metadata; the WAL mark comes next.
+    /// The snapshot thread saved the snapshot file with this metadata; the WAL mark comes next.
     SnapshotSaved(SnapshotMetadata),
+    /// The snapshot thread could not read the previous snapshot; nothing was written.
+    SnapshotFailed,
     /// A peer answered 410: this node was removed while it was away.
     Removed,
 }
@@ -206,6 +217,11 @@ pub struct StatusReport {
     pub progress: Option<Vec<PeerProgress>>,
     /// Peer messages dropped because a queue was full.
     pub dropped_messages: u64,
+    /// Peer requests refused, by reason (see `peer_server::Refused`).
+    pub peer_refused: std::collections::BTreeMap<&'static str, u64>,
+    /// On a leader: ReadIndex requests whose context was already pending (raft-rs drops
+    /// them silently; MUST stay 0).
+    pub duplicate_read_contexts: u64,
     /// Digest of the state machine at `applied_index` (filled in by the API), hex.
     pub state_digest: String,
 }
@@ -244,13 +260,59 @@ struct DeferredRemoval {
 }
 
 /// Linearizable reads waiting for a read index.
-#[derive(Default)]
+///
+/// Contexts MUST be unique across the cluster and across restarts: the leader's raft-rs
+/// (`ReadOnly::add_request`) silently drops a read whose context is already pending, so two
+/// nodes numbering their reads alike would lose each other's batches until the re-issue. A
+/// context is `[node id u64 LE][incarnation u64 LE][sequence u64 LE]`, the incarnation being
+/// the start time in microseconds.
 struct ReadQueue {
     /// Arrived since the last `read_index` call.
     pending: Vec<Reply<u64>>,
-    /// Issued, by context, with the time they were issued.
+    /// Issued, by sequence number, with the time they were issued.
     in_flight: HashMap<u64, (Instant, Vec<Reply<u64>>)>,
-    next_ctx: u64,
+    /// The first 16 bytes of every context of this process.
+    ctx_prefix: [u8; 16],
+    next_seq: u64,
+}
+
+/// Length of a read context.
+const READ_CTX_BYTES: usize = 24;
+
+impl ReadQueue {
+    fn new(node_id: u64) -> ReadQueue {
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut ctx_prefix = [0u8; 16];
+        ctx_prefix[..8].copy_from_slice(&node_id.to_le_bytes());
+        ctx_prefix[8..].copy_from_slice(&incarnation.to_le_bytes());
+        ReadQueue {
+            pending: Vec::new(),
+            in_flight: HashMap::new(),
+            ctx_prefix,
+            next_seq: 0,
+        }
+    }
+
+    /// A fresh context and its sequence number.
+    fn next_ctx(&mut self) -> (u64, Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut ctx = Vec::with_capacity(READ_CTX_BYTES);
+        ctx.extend_from_slice(&self.ctx_prefix);
+        ctx.extend_from_slice(&seq.to_le_bytes());
+        (seq, ctx)
+    }
+
+    /// The sequence number of one of our contexts (`None` for another node's).
+    fn seq_of(&self, ctx: &[u8]) -> Option<u64> {
+        if ctx.len() != READ_CTX_BYTES || ctx[..16] != self.ctx_prefix {
+            return None;
+        }
+        Some(u64::from_le_bytes(ctx[16..].try_into().ok()?))
+    }
 }
 
 /// What the raft thread owns.
@@ -338,6 +400,7 @@ impl RaftNode {
             .map(|s| s.conf_state)
             .unwrap_or_default();
         let snapshot_index = raw.store().snapshot_metadata().index;
+        let reads = ReadQueue::new(config.id);
         let mut node = RaftNode {
             raw,
             wal,
@@ -354,7 +417,7 @@ impl RaftNode {
             sent_index: snapshot_index,
             reports,
             events,
-            reads: ReadQueue::default(),
+            reads,
             snapshot_started: None,
             next_snapshot_at: Instant::now(),
             removed: false,
@@ -410,6 +473,9 @@ impl RaftNode {
             self.flush_proposals();
             let now = Instant::now();
             if now >= next_tick {
+                if self.config.test_panic == Some(crate::config::TestPanic::Raft) {
+                    panic!("--test-panic raft");
+                }
                 self.raw.tick();
                 next_tick += tick;
                 if next_tick < now {
@@ -483,52 +549,81 @@ impl RaftNode {
                 self.raw.report_snapshot(to, status);
             }
             Report::SnapshotSaved(meta) => self.on_snapshot_saved(meta),
+            Report::SnapshotFailed => {
+                // Try again after a pause; a follower that needed it asks again by itself.
+                self.snapshot_started = None;
+                self.next_snapshot_at = Instant::now() + SNAPSHOT_RETRY;
+            }
             Report::Removed => {
                 info!(
                     self.logger,
                     "a peer says this node was removed from the cluster: shutting down"
                 );
-                self.removed = true;
+                self.on_removed("a peer answered that this node was removed");
             }
         }
     }
 
-    /// Proposes every entry that arrived this turn as ONE `MsgPropose`: raft appends them
-    /// together and sends one append per follower instead of one per proposal (a follower
-    /// forwards the whole batch to the leader in one message).
-    fn flush_proposals(&mut self) {
-        if self.proposals.is_empty() {
-            return;
+    /// This node is no longer a member: tell `/events` subscribers (once), then leave the loop.
+    fn on_removed(&mut self, why: &str) {
+        if !self.removed {
+            let event = serde_json::json!({
+                "node": self.config.id, "term": self.raw.raft.term, "reason": why,
+            });
+            self.events.publish("removed", &event);
         }
-        let (entries, dones): (Vec<Entry>, Vec<_>) = std::mem::take(&mut self.proposals)
-            .into_iter()
-            .map(|(data, done)| {
-                let entry = Entry {
+        self.removed = true;
+    }
+
+    /// Proposes every entry that arrived this turn in as few `MsgPropose` messages as
+    /// [`MAX_SIZE_PER_MSG`] allows (at least one entry each): raft appends each message's
+    /// entries together and sends one append per follower instead of one per proposal, and a
+    /// follower forwards each message whole, so no forwarded batch can outgrow the peer
+    /// server's request limit (see `limits.rs`).
+    fn flush_proposals(&mut self) {
+        let mut proposals = std::mem::take(&mut self.proposals).into_iter().peekable();
+        while proposals.peek().is_some() {
+            let mut bytes = 0u64;
+            let mut entries = Vec::new();
+            let mut dones = Vec::new();
+            while let Some((data, _)) = proposals.peek() {
+                let size = data.len() as u64;
+                if !entries.is_empty() && bytes + size > MAX_SIZE_PER_MSG {
+                    break;
+                }
+                bytes += size;
+                let (data, done) = proposals.next().expect("peeked");
+                entries.push(Entry {
                     data: data.into(),
                     ..Default::default()
-                };
-                (entry, done)
-            })
-            .unzip();
-        let outcome = if self.stopping.is_some() {
-            Err(Refusal::ShuttingDown)
-        } else if self.raw.raft.leader_id == 0 {
-            Err(Refusal::NoLeader)
-        } else {
-            let mut m = Message::default();
-            m.set_msg_type(MessageType::MsgPropose);
-            m.from = self.config.id;
-            m.set_entries(entries.into());
-            self.raw.step(m).map_err(|e| {
-                if !matches!(e, raft::Error::ProposalDropped) {
-                    warn!(self.logger, "proposal refused"; "error" => %e);
-                }
-                Refusal::Dropped
-            })
-        };
-        for done in dones {
-            let _ = done.send(outcome.clone());
+                });
+                dones.push(done);
+            }
+            let outcome = self.propose_entries(entries);
+            for done in dones {
+                let _ = done.send(outcome.clone());
+            }
         }
+    }
+
+    /// Steps one `MsgPropose` carrying `entries`.
+    fn propose_entries(&mut self, entries: Vec<Entry>) -> Result<(), Refusal> {
+        if self.stopping.is_some() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if self.raw.raft.leader_id == 0 {
+            return Err(Refusal::NoLeader);
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.config.id;
+        m.set_entries(entries.into());
+        self.raw.step(m).map_err(|e| {
+            if !matches!(e, raft::Error::ProposalDropped) {
+                warn!(self.logger, "proposal refused"; "error" => %e);
+            }
+            Refusal::Dropped
+        })
     }
 
     fn propose_member_change(
@@ -551,6 +646,10 @@ impl RaftNode {
         let (change_type, url) = match change {
             MemberChange::Add { .. } if is_voter || is_learner => {
                 return Err(Refusal::AlreadyMember(id))
+            }
+            MemberChange::Add { url, .. } if self.url_owner(&url).is_some() => {
+                let owner = self.url_owner(&url).expect("checked");
+                return Err(Refusal::UrlInUse { url, id: owner });
             }
             MemberChange::Add { url, learner: true } => (ConfChangeType::AddLearnerNode, url),
             MemberChange::Add {
@@ -585,6 +684,15 @@ impl RaftNode {
         self.raw
             .propose_conf_change(Vec::new(), cc)
             .map_err(|_| Refusal::Dropped)
+    }
+
+    /// The member whose peer URL is `url` (compared without case), if any. Two members with one
+    /// URL would count as two voters although at most one can ever run.
+    fn url_owner(&self, url: &str) -> Option<u64> {
+        self.membership
+            .iter()
+            .find(|m| m.url.eq_ignore_ascii_case(url))
+            .map(|m| m.id)
     }
 
     /// On the leader: whether learner `id` replicated close enough to the commit index. A
@@ -683,8 +791,16 @@ impl RaftNode {
     /// Steps one peer message. A heartbeat's commit index is clamped to our log: raft-rs would
     /// panic on a larger one, and nothing a peer sends may crash the node.
     fn step(&mut self, mut m: Message) {
-        if m.get_msg_type() == MessageType::MsgHeartbeat {
-            m.commit = m.commit.min(self.raw.raft.raft_log.last_index());
+        match m.get_msg_type() {
+            MessageType::MsgHeartbeat => {
+                m.commit = m.commit.min(self.raw.raft.raft_log.last_index());
+            }
+            MessageType::MsgReadIndex => {
+                if let Some(ctx) = m.entries.first() {
+                    self.count_duplicate_read(&ctx.data);
+                }
+            }
+            _ => {}
         }
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "peer message not stepped"; "error" => %e);
@@ -700,10 +816,19 @@ impl RaftNode {
     }
 
     fn issue_read_batch(&mut self, waiters: Vec<oneshot::Sender<Result<u64, Refusal>>>) {
-        let ctx = self.reads.next_ctx;
-        self.reads.next_ctx += 1;
-        self.raw.read_index(ctx.to_le_bytes().to_vec());
-        self.reads.in_flight.insert(ctx, (Instant::now(), waiters));
+        let (seq, ctx) = self.reads.next_ctx();
+        self.count_duplicate_read(&ctx);
+        self.raw.read_index(ctx);
+        self.reads.in_flight.insert(seq, (Instant::now(), waiters));
+    }
+
+    /// On the leader, counts a read whose context is already pending: raft-rs drops it
+    /// silently (see [`ReadQueue`]), so this must stay 0.
+    fn count_duplicate_read(&self, ctx: &[u8]) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && raft.read_only.pending_read_index.contains_key(ctx) {
+            self.gate.count_duplicate_read();
+        }
     }
 
     /// Trap 5: raft drops ReadIndex requests silently (no leader, leader not yet committed in
@@ -903,7 +1028,7 @@ impl RaftNode {
                         self.logger,
                         "this node was removed from the cluster: shutting down"
                     );
-                    self.removed = true;
+                    self.on_removed("applied its own removal");
                 }
             }
         }
@@ -923,10 +1048,10 @@ impl RaftNode {
 
     fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
-            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            let Some(seq) = self.reads.seq_of(&rs.request_ctx) else {
                 continue;
             };
-            if let Some((_, waiters)) = self.reads.in_flight.remove(&u64::from_le_bytes(ctx)) {
+            if let Some((_, waiters)) = self.reads.in_flight.remove(&seq) {
                 for w in waiters {
                     let _ = w.send(Ok(rs.index));
                 }
@@ -1153,6 +1278,13 @@ impl RaftNode {
             learners: pick(&learners),
             progress,
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
+            peer_refused: self
+                .gate
+                .refused()
+                .into_iter()
+                .map(|(reason, n)| (reason.label(), n))
+                .collect(),
+            duplicate_read_contexts: self.gate.duplicate_reads(),
             state_digest: String::new(),
         }
     }

@@ -54,7 +54,7 @@ fn fail(msg: impl Into<String>) -> StartError {
 pub fn wal_options(config: &Config) -> wal::Options {
     wal::Options {
         segment_size_bytes: config.wal_segment_size_bytes,
-        ..wal::Options::default()
+        max_record_bytes: crate::limits::WAL_MAX_RECORD_BYTES,
     }
 }
 
@@ -162,6 +162,7 @@ pub fn recover(
     let (wal, replay) = wal::Wal::open(dir, at, options)
         .map_err(|e| fail(format!("cannot open the WAL in {}: {e}", dir.display())))?;
     check_owner(config, replay.metadata, dir)?;
+    check_terms(&replay, at.1, dir)?;
 
     let mut storage = RaftStorage::default();
     storage.set_snapshot_files(snapshotter.clone());
@@ -195,6 +196,32 @@ pub fn recover(
         cluster_id: replay.metadata.cluster_id,
         applied: at,
     })
+}
+
+/// Refuses a WAL whose hard state, snapshot or entries carry a term above
+/// [`crate::limits::MAX_TERM`]: raft-rs would wrap `term + 1` to 0 and panic at the first
+/// election, at every restart. Such a term was never reached by a real cluster (it came from a
+/// forged message written before the peer server refused them, or from damage).
+fn check_terms(replay: &wal::Replay, snapshot_term: u64, dir: &Path) -> Result<(), StartError> {
+    let max = crate::limits::MAX_TERM;
+    let entry = replay.entries.iter().find(|e| e.term > max);
+    let found = [
+        ("its hard state", replay.hard_state.term),
+        ("its snapshot", snapshot_term),
+    ]
+    .into_iter()
+    .chain(entry.map(|e| ("the entry at this index", e.term)))
+    .find(|(_, term)| *term > max);
+    let Some((what, term)) = found else {
+        return Ok(());
+    };
+    let index = entry.map_or(String::new(), |e| format!(" {}", e.index));
+    Err(fail(format!(
+        "the WAL in {} records term {term} in {what}{index}, above the highest term a cluster can \
+         reach ({max}): this node cannot take part safely; remove it (curl -XDELETE \
+         <member>/<id>), wipe its data dirs and add it back under a new ID with --join",
+        dir.display()
+    )))
 }
 
 fn check_owner(config: &Config, metadata: wal::Metadata, dir: &Path) -> Result<(), StartError> {

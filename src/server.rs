@@ -60,6 +60,11 @@ pub fn run(config: Config) -> i32 {
 }
 
 async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> {
+    let nofile = crate::limits::raise_open_file_limit()
+        .map_err(|e| fail(format!("cannot read the open-file limit: {e}")))?;
+    let (max_clients, max_peers) = crate::limits::connection_bounds(nofile);
+    info!(logger, "open-file limit"; "nofile" => nofile,
+        "max_client_connections" => max_clients, "max_peer_connections" => max_peers);
     let client_listener = TcpListener::bind(config.client_addr).await.map_err(|e| {
         fail(format!(
             "cannot listen for clients on {}: {e} (pick another --port)",
@@ -114,7 +119,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
-        &logger,
+        &crate::raft_logger(&logger, config.log_level),
     )
     .map_err(|e| fail(format!("raft refused the recovered state: {e}")))?;
     let transport = Transport::new(
@@ -149,6 +154,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
             index: applied_index,
             term: applied_term,
         },
+        test_panic: config.test_panic == Some(crate::config::TestPanic::Apply),
     };
     let apply_thread = std::thread::Builder::new()
         .name("apply".into())
@@ -167,6 +173,7 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
     let peer_logger = logger.new(slog::o!("part" => "peer-server"));
     let peer_server = tokio::spawn(crate::http::serve(
         peer_listener,
+        max_peers,
         move |req| crate::peer_server::handle(gate.clone(), req),
         peer_stop,
         peer_logger,
@@ -182,21 +189,27 @@ async fn serve(config: Arc<Config>, logger: Logger) -> Result<Exit, StartError> 
     });
     let client_server = tokio::spawn(crate::http::serve(
         client_listener,
+        max_clients,
         move |req| crate::api::handle(api.clone(), req),
         client_stop,
         logger.new(slog::o!("part" => "api")),
     ));
     info!(logger, "serving";
         "id" => config.id, "clients" => %config.client_addr, "peers" => %config.peer_addr);
+    if config.test_panic == Some(crate::config::TestPanic::Runtime) {
+        tokio::spawn(async { panic!("--test-panic runtime") });
+    }
 
+    // The raft thread always sends its exit; a closed channel means it died (a panic aborts
+    // the process first, see `abort_on_panic`), which must never look like a clean stop.
     let exit = tokio::select! {
-        exit = &mut exit_rx => exit.unwrap_or(Exit::Shutdown),
+        exit = &mut exit_rx => exit.map_err(|_| fail("the raft thread died"))?,
         _ = shutdown_signal() => {
             info!(logger, "signal received: shutting down");
             let _ = client_stop_tx.send(true);
             let inbox = inbox_tx.clone();
             let _ = tokio::task::spawn_blocking(move || inbox.send(Msg::Shutdown)).await;
-            exit_rx.await.unwrap_or(Exit::Shutdown)
+            exit_rx.await.map_err(|_| fail("the raft thread died during shutdown"))?
         }
     };
     let _ = client_stop_tx.send(true);

@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use raft::eraftpb::{Entry, EntryType, SnapshotMetadata};
-use slog::{info, Logger};
+use slog::{error, info, Logger};
 
 use crate::command::{Command, Request};
 use crate::kv::{MergePlan, Overlay};
@@ -60,6 +60,9 @@ impl SnapshotJob {
         let overlay = overlay(&self.entries);
         let (index, term) = self.prev;
         // First pass: size the merge, and check the previous file's CRC before writing.
+        // Reading is not on the durability path (the WAL still holds every entry), so a failure
+        // to open or read the previous file (out of file descriptors, say) is reported and
+        // retried later, never fatal.
         let plan = self.files.read_data(index, term).and_then(|mut prev| {
             let plan = MergePlan::new(&mut prev, &overlay, &self.membership)
                 .map_err(|e| self.corrupt(e))?;
@@ -68,16 +71,18 @@ impl SnapshotJob {
         });
         let plan = match plan {
             Ok(plan) => plan,
-            Err(e) => crate::fatal(&self.logger, "cannot read the previous snapshot", &e),
+            Err(e) => return self.give_up("cannot read the previous snapshot", e),
         };
         let bytes = plan.len();
-        let saved = self.files.read_data(index, term).and_then(|mut prev| {
-            let path = self
-                .files
-                .save_streamed(&self.meta, bytes, |w| plan.write_to(&mut prev, w))?;
-            prev.finish()?;
-            Ok(path)
-        });
+        let mut prev = match self.files.read_data(index, term) {
+            Ok(prev) => prev,
+            Err(e) => return self.give_up("cannot reopen the previous snapshot", e),
+        };
+        // Writing the new file is on the durability path: its failure stays fatal.
+        let saved = self
+            .files
+            .save_streamed(&self.meta, bytes, |w| plan.write_to(&mut prev, w))
+            .and_then(|path| prev.finish().map(|()| path));
         if let Err(e) = saved {
             crate::fatal(&self.logger, "cannot save a snapshot file", &e);
         }
@@ -85,6 +90,13 @@ impl SnapshotJob {
             "index" => self.meta.index, "bytes" => bytes, "entries_merged" => self.entries.len(),
             "ms" => started.elapsed().as_millis() as u64);
         let _ = self.reports.send(Report::SnapshotSaved(self.meta));
+    }
+
+    /// Reports a snapshot that could not be made; the raft thread tries again later.
+    fn give_up(self, what: &str, e: snap::Error) {
+        error!(self.logger, "snapshot not made, retrying later: {}", what;
+            "index" => self.meta.index, "error" => %e);
+        let _ = self.reports.send(Report::SnapshotFailed);
     }
 
     fn corrupt(&self, e: std::io::Error) -> snap::Error {

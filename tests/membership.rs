@@ -456,3 +456,69 @@ fn events_stream_leader_membership_and_snapshot_changes() {
     write_keys(&c, target, "e", 60);
     read_until("event: snapshot", &mut seen);
 }
+
+// Intent: a peer URL that a member already has is refused with 409 and a sentence, whether
+// added as a voter or as a learner (two voters with one URL can never both run, so losing one
+// real node would stop all writes); the membership is unchanged.
+#[test]
+fn adding_a_node_with_a_members_peer_url_is_refused() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let url1 = c.peer_urls[0].clone();
+    let r = c.node(leader).req("POST", "/4", url1.as_bytes()).unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("already belongs to node 1"),
+        "{}",
+        r.text()
+    );
+    let url2 = format!("{}/", c.peer_urls[1].to_uppercase().replace("HTTP", "http"));
+    let r = c
+        .node(leader)
+        .req("POST", "/members/5?learner=true", url2.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    let s = c.node(leader).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 3);
+    assert_eq!(s["learners"].as_array().unwrap().len(), 0);
+    c.put_eventually(leader, "still-writable", "1");
+}
+
+// Intent: a node that is removed tells its `/events` subscribers with a `removed` event before
+// it exits 0.
+#[test]
+fn a_removed_node_announces_removed_on_its_events_stream() {
+    use std::io::{Read, Write};
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let mut stream = std::net::TcpStream::connect(c.node(victim).client).unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut read_until = |needle: &str, seen: &mut String| {
+        poll(Duration::from_secs(20), needle, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = stream.read(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            seen.contains(needle).then_some(())
+        })
+    };
+    read_until("text/event-stream", &mut seen);
+    let r = c
+        .node(leader)
+        .req("DELETE", &format!("/{victim}"), b"")
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    read_until("event: removed", &mut seen);
+    assert!(seen.contains(&format!("\"node\":{victim}")), "{seen}");
+    assert_eq!(
+        c.node_mut(victim).wait_exit(Duration::from_secs(15)),
+        Some(0)
+    );
+}

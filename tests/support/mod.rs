@@ -132,6 +132,8 @@ pub struct Node {
     pub args: Vec<String>,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Soft open-file limit to start the process with (the hard limit stays as it is).
+    pub soft_nofile: Option<u64>,
 }
 
 impl Node {
@@ -142,13 +144,32 @@ impl Node {
             .append(true)
             .open(self.dir.join(format!("node-{}.log", self.id)))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raftexample"))
-            .args(&self.args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftexample"));
+        cmd.args(&self.args)
             .current_dir(&self.dir)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn raftexample");
+            .stderr(log);
+        if let Some(soft) = self.soft_nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe libc calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn raftexample");
         self.child = Some(child);
     }
 
@@ -213,6 +234,22 @@ impl Node {
     pub fn status(&self) -> Option<serde_json::Value> {
         let r = self.req("GET", "/status", b"").ok()?;
         (r.status == 200).then(|| serde_json::from_slice(&r.body).ok())?
+    }
+
+    /// The sum of the `/metrics` samples whose line starts with `prefix` (a metric name, or a
+    /// name with the start of its labels).
+    pub fn metric(&self, prefix: &str) -> Option<u64> {
+        let r = self.req("GET", "/metrics", b"").ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let text = r.text();
+        let values: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     pub fn log(&self) -> String {
@@ -288,6 +325,7 @@ impl Cluster {
                     args,
                     dir: tmp.path().to_path_buf(),
                     child: None,
+                    soft_nofile: None,
                 }
             })
             .collect();
@@ -378,6 +416,7 @@ impl Cluster {
             args,
             dir: self.tmp.path().to_path_buf(),
             child: None,
+            soft_nofile: None,
         });
         (id, url)
     }
