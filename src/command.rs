@@ -164,3 +164,42 @@ mod tests {
         assert!(ConfChangeContext::decode(&[1, 2]).is_err());
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    // Intent: the entry framing of release 0.1 stays byte for byte what is in old WALs:
+    // `[kind][request_id u64 LE][key_len u32 LE][key][value]` and `[request_id][url]`.
+    #[test]
+    fn entry_bytes_are_those_of_release_0_1() {
+        let put = Request {
+            id: 0x0102_0304_0506_0708,
+            command: Command::Put {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v1"),
+            },
+        };
+        assert_eq!(
+            put.encode(),
+            [1, 8, 7, 6, 5, 4, 3, 2, 1, 1, 0, 0, 0, b'k', b'v', b'1']
+        );
+        let del = Request {
+            id: 9,
+            command: Command::Delete {
+                key: Bytes::from_static(b"ab"),
+            },
+        };
+        assert_eq!(
+            del.encode(),
+            [2, 9, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'a', b'b']
+        );
+        let ctx = ConfChangeContext {
+            request_id: 5,
+            url: "http://h:1".into(),
+        };
+        let mut want = vec![5, 0, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(b"http://h:1");
+        assert_eq!(ctx.encode(), want);
+    }
+}

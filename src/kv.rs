@@ -500,3 +500,25 @@ mod tests {
         assert_eq!(restored.get(b"new").unwrap(), Bytes::from_static(b"n"));
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    // Intent: the snapshot image of release 0.1 stays byte for byte what is in old snap files:
+    // `["RXKVIMG1"][membership: count u32, (id u64, learner u8, url_len u32, url)*]`
+    // `[pair count u64][(key_len u32, key, value_len u32, value)*]`.
+    #[test]
+    fn image_bytes_are_those_of_release_0_1() {
+        let kv = KvStore::default();
+        kv.write_batch(|m| m.put(b"k", b"vv"));
+        let image = kv.image(&Membership::initial(&["http://h:1".into()]));
+        let mut want = b"RXKVIMG1".to_vec();
+        want.extend_from_slice(&[1, 0, 0, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0]);
+        want.extend_from_slice(b"http://h:1");
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, b'k', 2, 0, 0, 0, b'v', b'v']);
+        assert_eq!(image, want);
+    }
+}
