@@ -10,25 +10,28 @@
 //! | 503 + Retry-After | known not applied: no leader, dropped, inbox full, shutting down |
 //! | 504 | outcome unknown: the deadline passed, the write may still commit |
 //!
-//! Writes register a waiter (`waiters.rs`) before proposing and answer when the apply worker
-//! applied *their* request ID. Linearizable reads get a read index from the raft thread and
-//! answer once the state machine's applied index reached it.
+//! This file only routes and maps the engine's outcomes to status codes: writes are
+//! `Handle::propose` (answered once applied here), linearizable reads are
+//! `Handle::read_barrier` and then a local read, membership changes and leader transfers are
+//! the handle's, `/status`, `/health`, `/metrics` and `/events` render the engine's typed status
+//! and events.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use engine::config::{parse_peer_url, Config};
+use engine::http::{json, read_body, text, Answer};
+use engine::{
+    ChangeError, Conflict, Handle, MemberChange, NotApplied, ProposeError, ReadError, Status,
+};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
-use tokio::sync::{oneshot, watch};
+use serde::Serialize;
 
-use crate::command::{Command, Request as KvRequest};
-use crate::config::{parse_peer_url, Config};
-use crate::http::{json, read_body, text, Answer};
+use crate::command::Command;
 use crate::kv::KvStore;
-use crate::raft_node::{retry_after, MemberChange, Msg, Refusal, StatusReport};
-use crate::waiters::{Applied, Waiters};
 
 /// First path segments that are API names, not raftexample keys.
 pub const RESERVED: &[&str] = &[
@@ -37,20 +40,23 @@ pub const RESERVED: &[&str] = &[
 
 /// What every handler shares.
 pub struct Api {
-    /// The raft thread's inbox.
-    pub inbox: crossbeam_channel::Sender<Msg>,
-    /// Clients waiting for their entries.
-    pub waiters: Arc<Waiters>,
-    /// The state machine.
+    /// The node.
+    pub node: Handle<()>,
+    /// The state machine (read here, written by the engine's apply thread).
     pub kv: Arc<KvStore>,
-    /// The state machine's applied index.
-    pub applied: watch::Receiver<u64>,
     /// Configuration.
     pub config: Arc<Config>,
     /// Answers given, for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
-    /// Subscriptions for `GET /events`.
-    pub events: crate::events::Events,
+}
+
+/// `GET /status`: the engine's status and the KV's state digest.
+#[derive(Serialize)]
+struct KvStatus {
+    #[serde(flatten)]
+    status: Status,
+    /// Digest of the map, hex (see `kv.rs`).
+    state_digest: String,
 }
 
 /// Read consistency.
@@ -83,7 +89,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
             match method {
                 Method::GET => api.get(key, &query, deadline).await,
                 Method::PUT => api.put(key, req, deadline).await,
-                Method::DELETE => api.write(Command::Delete { key }, deadline).await,
+                Method::DELETE => api.write(Command::Delete { key: &key }, deadline).await,
                 _ => not_allowed("GET, PUT, DELETE"),
             }
         }
@@ -92,7 +98,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         ["health"] if method == Method::GET => api.health(deadline).await,
         ["members"] if method == Method::GET => api.members(deadline).await,
         ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
-        ["events"] if method == Method::GET => api.events.answer(),
+        ["events"] if method == Method::GET => crate::events::answer(&api.node),
         ["status" | "health" | "members" | "metrics" | "events"] => not_allowed("GET"),
         ["members", id] => match method {
             Method::POST => {
@@ -153,43 +159,47 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 impl Api {
     fn unavailable(&self, sentence: impl Into<String>) -> Answer {
         let mut answer = text(StatusCode::SERVICE_UNAVAILABLE, sentence);
-        let secs = retry_after(&self.config).as_secs().max(1);
+        let secs = self.node.retry_after().as_secs().max(1);
         answer
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
         answer
     }
 
-    fn refused(&self, refusal: Refusal, what: &str) -> Answer {
-        match refusal {
-            Refusal::ChangePending => text(
-                StatusCode::CONFLICT,
-                "a membership change is already pending: retry once it is applied",
+    fn not_applied(&self, e: NotApplied, what: &str) -> Answer {
+        match e {
+            NotApplied::TooLarge { .. } => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} was not applied ({e}): send a smaller one"),
             ),
-            Refusal::AlreadyMember(id) => text(
-                StatusCode::CONFLICT,
-                format!("node {id} is already a member: remove it first to re-add it"),
-            ),
-            Refusal::UrlInUse { url, id } => text(
-                StatusCode::CONFLICT,
-                format!(
-                    "peer URL {url} already belongs to node {id}: give the new node its own URL"
-                ),
-            ),
-            Refusal::NotCaughtUp(id) => text(
-                StatusCode::CONFLICT,
-                format!(
-                    "learner {id} has not caught up with the log yet: retry the promotion shortly"
-                ),
-            ),
-            Refusal::NotMember(id) => text(
-                StatusCode::CONFLICT,
-                format!("node {id} is not a member that can take this change: check GET /members"),
-            ),
-            other => self.unavailable(format!(
-                "{what} was not applied ({other}): retry, possibly on another node"
+            NotApplied::ShuttingDown => {
+                self.unavailable(format!("{what} was not applied ({e}): use another node"))
+            }
+            _ => self.unavailable(format!(
+                "{what} was not applied ({e}): retry, possibly on another node"
             )),
         }
+    }
+
+    fn conflict(&self, c: Conflict) -> Answer {
+        let sentence = match c {
+            Conflict::ChangePending => {
+                "a membership change is already pending: retry once it is applied".to_string()
+            }
+            Conflict::AlreadyMember(id) => {
+                format!("node {id} is already a member: remove it first to re-add it")
+            }
+            Conflict::NotCaughtUp(id) => format!(
+                "learner {id} has not caught up with the log yet: retry the promotion shortly"
+            ),
+            Conflict::NotMember(id) => {
+                format!("node {id} is not a member that can take this change: check GET /members")
+            }
+            Conflict::UrlInUse { url, id } => format!(
+                "peer URL {url} already belongs to node {id}: give the new node its own URL"
+            ),
+        };
+        text(StatusCode::CONFLICT, sentence)
     }
 
     fn timed_out(&self, what: &str) -> Answer {
@@ -202,26 +212,16 @@ impl Api {
         )
     }
 
-    /// Sends `make(done)` to the raft thread and waits for its answer until `deadline`.
-    async fn ask<T>(
-        &self,
-        deadline: Instant,
-        make: impl FnOnce(oneshot::Sender<T>) -> Msg,
-    ) -> Result<T, Answer> {
-        let (tx, rx) = oneshot::channel();
-        match self.inbox.try_send(make(tx)) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
-                return Err(self.unavailable("this node is overloaded: retry shortly"))
+    fn read_failed(&self, e: ReadError) -> Answer {
+        match e {
+            ReadError::NotApplied(e) => self.not_applied(e, "the read"),
+            ReadError::Timeout { index: 0 } => {
+                text(StatusCode::GATEWAY_TIMEOUT, "the read timed out: retry")
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                return Err(self.unavailable("this node is shutting down: use another node"))
-            }
-        }
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(self.unavailable("this node is shutting down: use another node")),
-            Err(_) => Err(self.timed_out("the request")),
+            ReadError::Timeout { index } => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("this node did not reach applied index {index} in time: retry"),
+            ),
         }
     }
 
@@ -246,47 +246,22 @@ impl Api {
                 )
             }
         };
-        let wait_for = match (min_index, consistency) {
-            (Some(n), _) => n,
-            (None, Consistency::Serializable) => 0,
-            (None, Consistency::Linearizable) if self.config.unsafe_local_reads => 0,
-            (None, Consistency::Linearizable) => {
-                match self.ask(deadline, |done| Msg::Read { done }).await {
-                    Ok(Ok(index)) => index,
-                    Ok(Err(refusal)) => return self.refused(refusal, "the read"),
-                    Err(answer) => return answer,
-                }
-            }
+        let waited = match (min_index, consistency) {
+            (Some(n), _) => self.node.wait_applied(n, deadline).await,
+            (None, Consistency::Serializable) => Ok(()),
+            (None, Consistency::Linearizable) if self.config.unsafe_local_reads => Ok(()),
+            (None, Consistency::Linearizable) => self.node.read_barrier(deadline).await.map(|_| ()),
         };
-        if let Err(answer) = self.wait_applied(wait_for, deadline).await {
-            return answer;
+        if let Err(e) = waited {
+            return self.read_failed(e);
         }
         match self.kv.get(&key) {
             Some(value) => hyper::Response::builder()
                 .status(StatusCode::OK)
-                .header("x-raft-applied-index", *self.applied.borrow())
-                .body(crate::http::full(value))
+                .header("x-raft-applied-index", self.node.applied_index())
+                .body(engine::http::full(value))
                 .expect("valid response"),
             None => text(StatusCode::NOT_FOUND, "key not found"),
-        }
-    }
-
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), Answer> {
-        if *self.applied.borrow() >= index {
-            return Ok(());
-        }
-        let mut applied = self.applied.clone();
-        let reached = tokio::time::timeout_at(deadline.into(), async {
-            applied.wait_for(|a| *a >= index).await.map(|_| ())
-        })
-        .await;
-        match reached {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self.unavailable("this node is shutting down: use another node")),
-            Err(_) => Err(text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("this node did not reach applied index {index} in time: retry"),
-            )),
         }
     }
 
@@ -301,55 +276,32 @@ impl Api {
             Ok(v) => v,
             Err(answer) => return answer,
         };
-        self.write(Command::Put { key, value }, deadline).await
+        self.write(
+            Command::Put {
+                key: &key,
+                value: &value,
+            },
+            deadline,
+        )
+        .await
     }
 
-    async fn write(&self, command: Command, deadline: Instant) -> Answer {
-        let id = self.waiters.next_id();
-        let data = KvRequest { id, command }.encode();
-        let applied = self.waiters.register(id);
-        let proposed = self.ask(deadline, |done| Msg::Propose { data, done }).await;
-        match proposed {
-            Ok(Ok(())) => {}
-            Ok(Err(refusal)) => {
-                self.waiters.cancel(id);
-                return self.refused(refusal, "the write");
-            }
-            Err(answer) => {
-                self.waiters.cancel(id);
-                return answer;
-            }
-        }
-        self.await_applied(id, applied, deadline, "the write").await
-    }
-
-    async fn await_applied(
-        &self,
-        id: u64,
-        applied: oneshot::Receiver<crate::waiters::Outcome>,
-        deadline: Instant,
-        what: &str,
-    ) -> Answer {
-        match tokio::time::timeout_at(deadline.into(), applied).await {
-            Ok(Ok(Ok(Applied { index, term }))) => {
+    async fn write(&self, command: Command<'_>, deadline: Instant) -> Answer {
+        let bytes = command.encode();
+        match self.node.propose(&bytes, deadline).await {
+            Ok(proposed) => {
                 let mut answer = text(StatusCode::NO_CONTENT, "");
                 let headers = answer.headers_mut();
-                headers.insert("x-raft-index", HeaderValue::from(index));
-                headers.insert("x-raft-term", HeaderValue::from(term));
+                headers.insert("x-raft-index", HeaderValue::from(proposed.index));
+                headers.insert("x-raft-term", HeaderValue::from(proposed.term));
                 answer
             }
-            Ok(Ok(Err(reason))) => text(
-                StatusCode::CONFLICT,
-                format!("{what} committed but was rejected: {reason}"),
+            Err(ProposeError::NotApplied(e)) => self.not_applied(e, "the write"),
+            Err(ProposeError::Rejected(e)) => text(
+                StatusCode::BAD_REQUEST,
+                format!("the write committed as a no-op ({e}): fix the request"),
             ),
-            Ok(Err(_)) => {
-                self.waiters.cancel(id);
-                self.timed_out(what)
-            }
-            Err(_) => {
-                self.waiters.cancel(id);
-                self.timed_out(what)
-            }
+            Err(ProposeError::Unknown) => self.timed_out("the write"),
         }
     }
 
@@ -385,29 +337,28 @@ impl Api {
                 format!("{id:?} is not a node ID: use a positive integer"),
             );
         };
-        let request_id = self.waiters.next_id();
-        let applied = self.waiters.register(request_id);
-        let asked = self
-            .ask(deadline, |done| Msg::ChangeMembers {
-                id,
-                change,
-                request_id,
-                done,
-            })
-            .await;
-        match asked {
-            Ok(Ok(())) => {}
-            Ok(Err(refusal)) => {
-                self.waiters.cancel(request_id);
-                return self.refused(refusal, "the membership change");
+        match self.node.change_membership(id, change, deadline).await {
+            Ok(applied) => {
+                let mut answer = text(StatusCode::NO_CONTENT, "");
+                let headers = answer.headers_mut();
+                headers.insert("x-raft-index", HeaderValue::from(applied.index));
+                headers.insert("x-raft-term", HeaderValue::from(applied.term));
+                answer
             }
-            Err(answer) => {
-                self.waiters.cancel(request_id);
-                return answer;
-            }
+            Err(e) => self.change_failed(e, "the membership change"),
         }
-        self.await_applied(request_id, applied, deadline, "the membership change")
-            .await
+    }
+
+    fn change_failed(&self, e: ChangeError, what: &str) -> Answer {
+        match e {
+            ChangeError::NotApplied(e) => self.not_applied(e, what),
+            ChangeError::Conflict(c) => self.conflict(c),
+            ChangeError::Refused(reason) => text(
+                StatusCode::CONFLICT,
+                format!("{what} committed but was rejected: {reason}"),
+            ),
+            ChangeError::Unknown => self.timed_out(what),
+        }
     }
 
     async fn transfer_leader(&self, req: Request<Incoming>, deadline: Instant) -> Answer {
@@ -424,30 +375,32 @@ impl Api {
                 "the body must be the target node's ID",
             );
         };
-        match self
-            .ask(deadline, |done| Msg::TransferLeader { to, deadline, done })
-            .await
-        {
-            Ok(Ok(())) => text(StatusCode::NO_CONTENT, ""),
-            Ok(Err(Refusal::NoLeader)) => self.unavailable(
+        match self.node.transfer_leader(to, deadline).await {
+            Ok(()) => text(StatusCode::NO_CONTENT, ""),
+            Err(ChangeError::NotApplied(NotApplied::NoLeader)) => self.unavailable(
                 "this node is not the leader: send POST /leader to the leader (see GET /status)",
             ),
-            Ok(Err(refusal)) => self.refused(refusal, "the leader transfer"),
-            Err(answer) => answer,
+            Err(e) => self.change_failed(e, "the leader transfer"),
         }
     }
 
-    async fn status(&self, deadline: Instant) -> Result<StatusReport, Answer> {
-        let mut report = self.ask(deadline, |done| Msg::Status { done }).await?;
-        let (applied_index, digest) = self.kv.digest();
-        report.applied_index = applied_index;
-        report.state_digest = format!("{digest:016x}");
-        Ok(report)
+    async fn status(&self, deadline: Instant) -> Result<Status, Answer> {
+        self.node
+            .status(deadline)
+            .await
+            .map_err(|e| self.not_applied(e, "the status request"))
     }
 
     async fn status_answer(&self, deadline: Instant) -> Answer {
         match self.status(deadline).await {
-            Ok(report) => json(StatusCode::OK, &report),
+            Ok(status) => {
+                let (_, digest) = self.kv.digest();
+                let report = KvStatus {
+                    status,
+                    state_digest: format!("{digest:016x}"),
+                };
+                json(StatusCode::OK, &report)
+            }
             Err(answer) => answer,
         }
     }
@@ -457,14 +410,14 @@ impl Api {
             Ok(report) => {
                 let body = self
                     .metrics
-                    .render(&report, self.kv.len(), self.waiters.len());
+                    .render(&report, self.kv.len(), self.node.waiting());
                 hyper::Response::builder()
                     .status(StatusCode::OK)
                     .header(
                         hyper::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )
-                    .body(crate::http::full(body))
+                    .body(engine::http::full(body))
                     .expect("valid response")
             }
             Err(answer) => answer,
@@ -486,15 +439,9 @@ impl Api {
             Ok(r) => r,
             Err(answer) => return answer,
         };
-        if report.leader == 0 {
-            return self.unavailable("unhealthy: this node knows no leader");
+        match report.health(self.config.snapshot_count) {
+            Ok(()) => text(StatusCode::OK, "healthy"),
+            Err(reason) => self.unavailable(reason),
         }
-        let lag = report.commit_index.saturating_sub(report.applied_index);
-        if lag > self.config.snapshot_count {
-            return self.unavailable(format!(
-                "unhealthy: applying lags {lag} entries behind the commit index"
-            ));
-        }
-        text(StatusCode::OK, "healthy")
     }
 }

@@ -1,73 +1,72 @@
-//! `GET /events`: Server-Sent Events of what happens to the cluster as this node sees it:
-//! `leader` (role, term or leader changed), `membership` (a conf change applied), `snapshot`
-//! (one saved locally or installed from the leader) and `removed` (this node leaves).
+//! `GET /events`: the engine's events as Server-Sent Events.
 //!
-//! The raft thread publishes on a `tokio::sync::broadcast` channel of [`EVENTS_BOUND`] events;
-//! publishing never blocks and costs nothing without subscribers. A subscriber that falls
-//! behind by more than the bound loses the oldest events and is told so with an SSE comment
-//! (`: lagged N events`), never slowing the raft thread down.
+//! | SSE event | from | data |
+//! |---|---|---|
+//! | `state` | the subscription's first event | the node state (role, term, leader, members, applied index, epoch) |
+//! | `leader` | role, term or leader changed; `became_leader` / `stepped_down` on this node | `{term, leader, role}` |
+//! | `membership` | a conf change applied | `{change, node, url, learner, index}` |
+//! | `snapshot` | saved locally or installed from the leader | `{index, term, from}` |
+//! | `removed` | this node was removed and stops | `{node, term, reason}` |
+//! | `lagged` | this client fell behind: events were dropped | `{missed, state}` |
+//!
+//! A client that falls behind never slows the node down: the engine's subscription reports
+//! `lagged` with the current state instead.
 
-use std::convert::Infallible;
+use engine::http::{sse, sse_frame, Answer, SSE_BOUND};
+use engine::{Event, EventKind, Handle};
+use serde_json::json;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use hyper::StatusCode;
-use serde::Serialize;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
-
-use crate::http::Answer;
-
-/// Events buffered per subscriber before the oldest are dropped.
-pub const EVENTS_BOUND: usize = 1024;
-
-/// The publishing side, owned by the raft thread (clones hand out subscriptions).
-#[derive(Clone)]
-pub struct Events {
-    tx: broadcast::Sender<Bytes>,
+/// The streaming answer for one subscriber.
+pub fn answer(node: &Handle<()>) -> Answer {
+    let mut events = node.subscribe();
+    let id = node.config().id;
+    let (tx, rx) = tokio::sync::mpsc::channel(SSE_BOUND);
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if tx.send(frame(id, &event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse(rx)
 }
 
-impl Default for Events {
-    fn default() -> Self {
-        Events {
-            tx: broadcast::channel(EVENTS_BOUND).0,
+fn frame(id: u64, e: &Event) -> bytes::Bytes {
+    let term = e.epoch.term;
+    let (name, data) = match &e.kind {
+        EventKind::Current(state) => ("state", json!(state)),
+        EventKind::Lagged { missed, state } => {
+            ("lagged", json!({ "missed": missed, "state": state }))
         }
-    }
-}
-
-impl Events {
-    /// Publishes one event: `kind` is the SSE event name, `data` its JSON payload.
-    pub fn publish(&self, kind: &str, data: &impl Serialize) {
-        if self.tx.receiver_count() == 0 {
-            return;
+        EventKind::Leader { role, leader, term } => (
+            "leader",
+            json!({ "term": term, "leader": leader, "role": role.name() }),
+        ),
+        EventKind::BecameLeader { term } => (
+            "leader",
+            json!({ "term": term, "leader": id, "role": "leader", "serving": true }),
+        ),
+        EventKind::SteppedDown { term } => {
+            ("leader", json!({ "term": term, "stepped_down": true }))
         }
-        let json = serde_json::to_string(data).expect("event payloads serialize");
-        let _ = self
-            .tx
-            .send(Bytes::from(format!("event: {kind}\ndata: {json}\n\n")));
-    }
-
-    /// The streaming answer for one subscriber.
-    pub fn answer(&self) -> Answer {
-        let stream = BroadcastStream::new(self.tx.subscribe()).map(|item| {
-            let bytes = match item {
-                Ok(bytes) => bytes,
-                Err(BroadcastStreamRecvError::Lagged(n)) => {
-                    Bytes::from(format!(": lagged {n} events\n\n"))
-                }
-            };
-            Ok::<_, Infallible>(Frame::data(bytes))
-        });
-        // A first comment so that clients see the stream open at once.
-        let hello = tokio_stream::once(Ok(Frame::data(Bytes::from_static(b": events\n\n"))));
-        hyper::Response::builder()
-            .status(StatusCode::OK)
-            .header(hyper::header::CONTENT_TYPE, "text/event-stream")
-            .header(hyper::header::CACHE_CONTROL, "no-cache")
-            .body(StreamBody::new(hello.chain(stream)).boxed())
-            .expect("valid response")
-    }
+        EventKind::Membership {
+            change,
+            node,
+            url,
+            learner,
+            index,
+        } => (
+            "membership",
+            json!({ "change": change, "node": node, "url": url, "learner": learner, "index": index }),
+        ),
+        EventKind::Snapshot { index, term, from } => (
+            "snapshot",
+            json!({ "index": index, "term": term, "from": from }),
+        ),
+        EventKind::Removed { reason } => (
+            "removed",
+            json!({ "node": id, "term": term, "reason": reason }),
+        ),
+    };
+    sse_frame(name, None, &data)
 }

@@ -1,7 +1,7 @@
 //! `raftexample`: run a node (no subcommand), or `raftexample check` against a cluster.
 
 use clap::{Parser, Subcommand};
-use raftexample::config::{Config, NodeArgs};
+use engine::{Config, NodeArgs};
 
 /// A replicated key-value service on raft, compatible with etcd's raftexample.
 #[derive(Parser)]
@@ -40,7 +40,7 @@ fn tune_allocator() {
 
 fn main() {
     tune_allocator();
-    raftexample::abort_on_panic();
+    engine::abort_on_panic();
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Check(args)) => check::run(&args),

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::raft_node::StatusReport;
+use engine::Status;
 
 /// Status codes counted one by one; anything else counts as `other`.
 const CODES: [u16; 11] = [200, 204, 400, 404, 405, 408, 409, 410, 413, 503, 504];
@@ -30,7 +30,7 @@ impl Metrics {
     }
 
     /// The exposition text for `report`, `keys` in the state machine and `waiting` clients.
-    pub fn render(&self, report: &StatusReport, keys: usize, waiting: usize) -> String {
+    pub fn render(&self, report: &Status, keys: usize, waiting: usize) -> String {
         let mut out = String::new();
         let id = report.id;
         let mut gauge = |name: &str, help: &str, value: u64| {

@@ -263,12 +263,15 @@ fn learner_receives_data_and_can_be_promoted() {
     assert_eq!(s["learners"].as_array().unwrap().len(), 0);
 }
 
-// Intent: trap 3: of two membership changes sent at once, one is applied and the other gets
-// 409 instead of being silently turned into an empty entry.
+// Intent: trap 3: of two membership changes sent while the first is still pending, one is
+// applied and the other gets 409 instead of being silently turned into an empty entry. The
+// followers are paused so that the first cannot commit before the second arrives (otherwise
+// both may legitimately succeed one after the other).
 #[test]
 fn concurrent_membership_changes_one_wins_one_conflicts() {
-    let mut c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(3, &["--request-timeout-ms", "10000"]);
     let leader = c.wait_leader();
+    c.put_eventually(leader, "warm", "1");
     let (a, url_a) = c.prepare_joiner(&[]);
     let (b, url_b) = c.prepare_joiner(&[]);
     let addr = c.node(leader).client;
@@ -280,14 +283,37 @@ fn concurrent_membership_changes_one_wins_one_conflicts() {
                 &format!("/members/{id}?learner=true"),
                 &[],
                 url.as_bytes(),
-                Duration::from_secs(10),
+                Duration::from_secs(15),
             )
             .unwrap()
             .status
         })
     };
-    let (ta, tb) = (t(a, url_a), t(b, url_b));
-    let mut codes = vec![ta.join().unwrap(), tb.join().unwrap()];
+    let followers: Vec<u32> = (1..=3)
+        .filter(|i| *i != leader)
+        .map(|i| c.node_mut(i).child.as_ref().unwrap().id())
+        .collect();
+    for pid in &followers {
+        support::signal(*pid, "STOP");
+    }
+    let last = |c: &Cluster| {
+        c.node(leader).status().unwrap()["last_index"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = last(&c);
+    let ta = t(a, url_a);
+    poll(
+        Duration::from_secs(10),
+        "the first change to be appended",
+        || (last(&c) > before).then_some(()),
+    );
+    let tb = t(b, url_b);
+    let second = tb.join().unwrap();
+    for pid in &followers {
+        support::signal(*pid, "CONT");
+    }
+    let mut codes = vec![ta.join().unwrap(), second];
     codes.sort();
     assert_eq!(codes, vec![204, 409]);
 }

@@ -236,6 +236,11 @@ fn put_at_the_largest_accepted_body_is_applied_on_every_member() {
             &flag,
             "--request-timeout-ms",
             "20000",
+            // The default tick: in a debug build the raft thread spends a good part of a
+            // second on each 60 MB entry (copies and CRCs), which the test clusters' 400 ms
+            // election timeout would turn into elections (and honest 504s).
+            "--tick-interval-ms",
+            "100",
         ],
     );
     let leader = c.wait_leader();
@@ -253,7 +258,21 @@ fn put_at_the_largest_accepted_body_is_applied_on_every_member() {
         .collect();
     for w in writers {
         let r = w.join().unwrap();
-        assert_eq!(r.status, 204, "{}", r.text());
+        let elections = || {
+            (1..=3)
+                .flat_map(|id| {
+                    c.node(id)
+                        .log()
+                        .lines()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|l| !l.contains("DEBG") || l.contains("proposal"))
+                .filter(|l| l.contains("became") || l.contains("WARN") || l.contains("ERRO"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(r.status, 204, "{}\n{}", r.text(), elections());
     }
     let over = vec![b'x'; max + 1];
     let r = request(addr, "PUT", "/over", &[], &over, Duration::from_secs(30)).unwrap();

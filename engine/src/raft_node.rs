@@ -18,7 +18,11 @@
 //! 7. read states -> the waiting reads
 //! 8. advance: LightReady's commit index to the WAL before its committed entries go out,
 //!    its messages, its committed entries
-//! 9. maybe ask the apply worker for a snapshot; compaction follows its report.
+//! 9. maybe start a snapshot (merged on a snapshot thread, or imaged by the apply thread);
+//!    compaction follows its report.
+//!
+//! After each Ready it publishes role and leader changes ([`crate::events`]); "became leader"
+//! only once an entry of this term is committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,21 +34,21 @@ use raft::eraftpb::{
     Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
-use serde::Serialize;
 use slog::{debug, error, info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::apply::Apply;
-use crate::command::ConfChangeContext;
 use crate::config::Config;
-use crate::events::Events;
+use crate::events::{EventHub, EventKind, NodeState, Role};
+use crate::framing::{decode_image, ConfChangeContext};
 use crate::limits::MAX_SIZE_PER_MSG;
 use crate::membership::{Member, Membership};
 use crate::peer_server::PeerGate;
-use crate::snapshot_builder::SnapshotJob;
+use crate::protocol::{Exit, MemberChange, Msg, PeerProgress, Refusal, Report, Status};
+use crate::snapshot_builder::{JobContext, PlanMerge, SnapshotJob};
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
-use crate::waiters::{Applied, Waiters};
+use crate::waiters::{Applied, ChangeOutcome, Waiters};
 
 /// Inbox bound, in messages. Past it clients get 503 and peers are asked to retry.
 pub const INBOX_BOUND: usize = 8192;
@@ -60,186 +64,9 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
 /// took (building takes at most a quarter of the time).
 const SNAPSHOT_DUTY_DIVISOR: u32 = 3;
 
-/// Why a request was not proposed (every variant means: nothing was applied).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// No leader is known.
-    #[error("this node knows no leader")]
-    NoLeader,
-    /// raft dropped the proposal (leader transfer in progress, too much uncommitted data).
-    #[error("the proposal was dropped")]
-    Dropped,
-    /// A membership change is still pending (trap 3).
-    #[error("a membership change is already pending")]
-    ChangePending,
-    /// The node to add is already a member.
-    #[error("node {0} is already a member")]
-    AlreadyMember(u64),
-    /// Another member already has this peer URL (as etcd: "Peer URLs already exists").
-    #[error("peer URL {url} already belongs to node {id}")]
-    UrlInUse {
-        /// The URL asked for.
-        url: String,
-        /// The member that has it.
-        id: u64,
-    },
-    /// The node to remove or promote is not a member (or not a learner).
-    #[error("node {0} is not a member that can take this change")]
-    NotMember(u64),
-    /// The learner to promote has not caught up with the leader's log yet.
-    #[error("learner {0} has not caught up yet")]
-    NotCaughtUp(u64),
-    /// The node is shutting down.
-    #[error("this node is shutting down")]
-    ShuttingDown,
-}
-
 /// A learner is caught up when its match index is at most this many entries behind the
 /// leader's commit index.
 const PROMOTE_MAX_LAG: u64 = 100;
-
-/// A membership change request.
-#[derive(Debug, Clone)]
-pub enum MemberChange {
-    /// Add a voter or a learner with this peer URL.
-    Add {
-        /// Peer URL.
-        url: String,
-        /// Add as a learner.
-        learner: bool,
-    },
-    /// Promote a learner to voter.
-    Promote,
-    /// Remove the node.
-    Remove,
-}
-
-/// Input for the raft thread.
-pub enum Msg {
-    /// Propose entry data (see `command.rs`); answered once proposed or refused.
-    Propose {
-        /// Encoded [`crate::command::Request`].
-        data: Vec<u8>,
-        /// Proposed, or why not.
-        done: oneshot::Sender<Result<(), Refusal>>,
-    },
-    /// Propose a membership change; answered once proposed or refused.
-    ChangeMembers {
-        /// The node.
-        id: u64,
-        /// What to do.
-        change: MemberChange,
-        /// Request ID the waiter registered.
-        request_id: u64,
-        /// Proposed, or why not.
-        done: oneshot::Sender<Result<(), Refusal>>,
-    },
-    /// A linearizable read: answered with the read index once the leader confirmed it.
-    Read {
-        /// Read index, or why not.
-        done: oneshot::Sender<Result<u64, Refusal>>,
-    },
-    /// Messages from a peer (already validated by the peer server).
-    Raft(Vec<Message>),
-    /// Status snapshot.
-    Status {
-        /// The report.
-        done: oneshot::Sender<StatusReport>,
-    },
-    /// Transfer leadership to `to`; answered when `to` leads, or refused at the deadline.
-    TransferLeader {
-        /// Target node.
-        to: u64,
-        /// When to give up.
-        deadline: Instant,
-        /// Done, or why not.
-        done: oneshot::Sender<Result<(), Refusal>>,
-    },
-    /// Stop: hand leadership away if leading, sync, exit the loop.
-    Shutdown,
-}
-
-/// Feedback for the raft thread from the tasks it started.
-pub enum Report {
-    /// A send to this peer failed.
-    Unreachable(u64),
-    /// A snapshot send finished.
-    Snapshot {
-        /// Receiver.
-        to: u64,
-        /// Delivered.
-        ok: bool,
-    },
-    /// The snapshot thread saved the snapshot file with this metadata; the WAL mark comes next.
-    SnapshotSaved(SnapshotMetadata),
-    /// The snapshot thread could not read the previous snapshot; nothing was written.
-    SnapshotFailed,
-    /// A peer answered 410: this node was removed while it was away.
-    Removed,
-}
-
-/// Why the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Asked to stop.
-    Shutdown,
-    /// This node was removed from the cluster.
-    Removed,
-}
-
-/// `GET /status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    /// This node.
-    pub id: u64,
-    /// Cluster ID, hex.
-    pub cluster_id: String,
-    /// leader, follower, candidate or pre-candidate.
-    pub role: String,
-    /// Current term.
-    pub term: u64,
-    /// Known leader, 0 if none.
-    pub leader: u64,
-    /// Commit index.
-    pub commit_index: u64,
-    /// Index of the last entry handed to the apply worker (the API overwrites it with the
-    /// state machine's own applied index).
-    pub applied_index: u64,
-    /// Last log index.
-    pub last_index: u64,
-    /// Index of the newest snapshot.
-    pub snapshot_index: u64,
-    /// Voters with their peer URLs.
-    pub voters: Vec<Member>,
-    /// Learners with their peer URLs.
-    pub learners: Vec<Member>,
-    /// On the leader: every follower's replication progress.
-    pub progress: Option<Vec<PeerProgress>>,
-    /// Peer messages dropped because a queue was full.
-    pub dropped_messages: u64,
-    /// Peer requests refused, by reason (see `peer_server::Refused`).
-    pub peer_refused: std::collections::BTreeMap<&'static str, u64>,
-    /// On a leader: ReadIndex requests whose context was already pending (raft-rs drops
-    /// them silently; MUST stay 0).
-    pub duplicate_read_contexts: u64,
-    /// Digest of the state machine at `applied_index` (filled in by the API), hex.
-    pub state_digest: String,
-}
-
-/// One follower's progress, as the leader sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerProgress {
-    /// Follower.
-    pub id: u64,
-    /// Highest index known replicated.
-    pub match_index: u64,
-    /// Next index to send.
-    pub next_index: u64,
-    /// probe, replicate or snapshot.
-    pub state: String,
-    /// Heard from recently.
-    pub recent_active: bool,
-}
 
 /// Where the raft thread answers a client: done, or why not.
 type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
@@ -315,48 +142,72 @@ impl ReadQueue {
     }
 }
 
-/// What the raft thread owns.
-pub struct RaftNode {
-    /// The raft state machine.
+/// What the raft thread is built from (see `node.rs`).
+pub struct Parts {
+    /// The recovered raft state machine.
     pub raw: RawNode<RaftStorage>,
     /// The durable log.
     pub wal: wal::Wal,
-    /// Saves snapshots received from the leader.
+    /// The snap directory.
     pub snapshotter: snap::Snapshotter,
     /// Peer links.
     pub transport: Transport,
-    /// The commit channel.
+    /// The commit channel to the apply thread.
     pub commits: crossbeam_channel::Sender<Apply>,
-    /// Members and their URLs.
+    /// Members and their URLs as recovered.
     pub membership: Membership,
-    /// Current conf state.
-    pub conf_state: ConfState,
     /// Published to the peer server.
     pub gate: Arc<PeerGate>,
-    /// Clients waiting for conf changes.
-    pub waiters: Arc<Waiters>,
+    /// Proposers waiting for conf changes.
+    pub changes: Arc<Waiters<ChangeOutcome>>,
     /// Configuration.
     pub config: Arc<Config>,
-    /// Log.
-    pub logger: Logger,
-    /// Index of the newest snapshot (saved and marked).
-    pub snapshot_index: u64,
-    /// Last committed index handed to the apply worker.
-    pub sent_index: u64,
     /// Feeds `Report`s back to this thread (cloned into snapshot jobs).
     pub reports: crossbeam_channel::Sender<Report>,
-    /// `GET /events` subscribers.
-    pub events: Events,
+    /// Publishes events and the node state.
+    pub hub: EventHub,
+    /// `Some` when the application merges snapshots (else the apply thread images them).
+    pub plan_merge: Option<PlanMerge>,
+    /// Log.
+    pub logger: Logger,
+}
+
+/// What the raft thread owns.
+pub struct RaftNode {
+    raw: RawNode<RaftStorage>,
+    wal: wal::Wal,
+    snapshotter: snap::Snapshotter,
+    transport: Transport,
+    commits: crossbeam_channel::Sender<Apply>,
+    membership: Membership,
+    conf_state: ConfState,
+    gate: Arc<PeerGate>,
+    changes: Arc<Waiters<ChangeOutcome>>,
+    config: Arc<Config>,
+    logger: Logger,
+    /// Index of the newest snapshot (saved and marked).
+    snapshot_index: u64,
+    /// Last committed index handed to the apply thread.
+    sent_index: u64,
+    reports: crossbeam_channel::Sender<Report>,
+    hub: EventHub,
+    plan_merge: Option<PlanMerge>,
+    /// (role, leader, term) last published.
+    seen: (Role, u64, u64),
+    /// A `BecameLeader` was published and no `SteppedDown` yet.
+    announced: bool,
     reads: ReadQueue,
     /// When the snapshot job in flight started.
     snapshot_started: Option<Instant>,
     /// No new snapshot job before this instant.
     next_snapshot_at: Instant,
+    /// `Msg::Snapshot` callers, with the index their snapshot must reach.
+    snapshot_waiters: Vec<(u64, Reply<u64>)>,
     removed: bool,
     stopping: Option<Instant>,
     transfers: Vec<(u64, Instant, Reply<()>)>,
     /// Proposals received this turn, proposed together by `flush_proposals`.
-    proposals: Vec<(Vec<u8>, Reply<()>)>,
+    proposals: Vec<(bytes::Bytes, Reply<()>)>,
     /// Removals of the current leader waiting for leadership to move first (trap 6).
     deferred_removals: Vec<DeferredRemoval>,
 }
@@ -379,21 +230,22 @@ pub fn raft_config(config: &Config, applied: u64) -> raft::Config {
 
 impl RaftNode {
     /// Wires a node around an already recovered `raw` node.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        raw: RawNode<RaftStorage>,
-        wal: wal::Wal,
-        snapshotter: snap::Snapshotter,
-        transport: Transport,
-        commits: crossbeam_channel::Sender<Apply>,
-        membership: Membership,
-        gate: Arc<PeerGate>,
-        waiters: Arc<Waiters>,
-        config: Arc<Config>,
-        reports: crossbeam_channel::Sender<Report>,
-        events: Events,
-        logger: Logger,
-    ) -> RaftNode {
+    pub fn new(parts: Parts) -> RaftNode {
+        let Parts {
+            raw,
+            wal,
+            snapshotter,
+            transport,
+            commits,
+            membership,
+            gate,
+            changes,
+            config,
+            reports,
+            hub,
+            plan_merge,
+            logger,
+        } = parts;
         let conf_state = raw
             .store()
             .initial_state()
@@ -410,16 +262,20 @@ impl RaftNode {
             membership,
             conf_state,
             gate,
-            waiters,
+            changes,
             config,
             logger,
             snapshot_index,
             sent_index: snapshot_index,
             reports,
-            events,
+            hub,
+            plan_merge,
+            seen: (Role::Follower, 0, 0),
+            announced: false,
             reads,
             snapshot_started: None,
             next_snapshot_at: Instant::now(),
+            snapshot_waiters: Vec::new(),
             removed: false,
             stopping: None,
             transfers: Vec::new(),
@@ -490,6 +346,7 @@ impl RaftNode {
             if self.raw.has_ready() {
                 self.on_ready();
             }
+            self.publish_role();
             self.maybe_snapshot();
             if self.removed {
                 self.finish();
@@ -533,6 +390,14 @@ impl RaftNode {
                 let _ = done.send(self.status());
             }
             Msg::TransferLeader { to, deadline, done } => self.transfer_leader(to, deadline, done),
+            Msg::Snapshot { done } => {
+                if self.sent_index <= self.snapshot_index {
+                    let _ = done.send(Ok(self.snapshot_index));
+                } else {
+                    self.snapshot_waiters.push((self.sent_index, done));
+                    self.raw.mut_store().want_snapshot();
+                }
+            }
             Msg::Shutdown => self.begin_stop(),
         }
     }
@@ -549,6 +414,16 @@ impl RaftNode {
                 self.raw.report_snapshot(to, status);
             }
             Report::SnapshotSaved(meta) => self.on_snapshot_saved(meta),
+            Report::SnapshotImage {
+                meta,
+                membership,
+                image,
+            } => SnapshotJob::Image {
+                meta,
+                membership,
+                image,
+            }
+            .spawn(self.job_context()),
             Report::SnapshotFailed => {
                 // Try again after a pause; a follower that needed it asks again by itself.
                 self.snapshot_started = None;
@@ -567,10 +442,10 @@ impl RaftNode {
     /// This node is no longer a member: tell `/events` subscribers (once), then leave the loop.
     fn on_removed(&mut self, why: &str) {
         if !self.removed {
-            let event = serde_json::json!({
-                "node": self.config.id, "term": self.raw.raft.term, "reason": why,
-            });
-            self.events.publish("removed", &event);
+            let kind = EventKind::Removed {
+                reason: why.to_string(),
+            };
+            self.hub.publish(self.raw.raft.term, kind, |_| {});
         }
         self.removed = true;
     }
@@ -594,7 +469,7 @@ impl RaftNode {
                 bytes += size;
                 let (data, done) = proposals.next().expect("peeked");
                 entries.push(Entry {
-                    data: data.into(),
+                    data,
                     ..Default::default()
                 });
                 dones.push(done);
@@ -860,14 +735,6 @@ impl RaftNode {
 
     fn on_ready(&mut self) {
         let mut rd = self.raw.ready();
-        if let Some(ss) = rd.ss() {
-            let event = serde_json::json!({
-                "term": self.raw.raft.term,
-                "leader": ss.leader_id,
-                "role": role_name(ss.raft_state),
-            });
-            self.events.publish("leader", &event);
-        }
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone());
         }
@@ -918,16 +785,22 @@ impl RaftNode {
             crate::fatal(&self.logger, "cannot save a received snapshot", &e);
         }
         self.save_snapshot_mark(&meta);
-        match crate::kv::image_membership(&snapshot.data) {
-            Ok(membership) => self.membership = membership,
+        match decode_image(&snapshot.data) {
+            Ok((membership, _)) => self.membership = membership,
             Err(e) => crate::fatal(&self.logger, "a validated snapshot has no membership", &e),
         }
         self.conf_state = meta.get_conf_state().clone();
         self.raw.mut_store().apply_snapshot(&meta);
         self.snapshot_index = meta.index;
         self.sent_index = meta.index;
-        let event = serde_json::json!({ "index": meta.index, "term": meta.term, "from": "leader" });
-        self.events.publish("snapshot", &event);
+        let kind = EventKind::Snapshot {
+            index: meta.index,
+            term: meta.term,
+            from: "leader",
+        };
+        let members: Vec<Member> = self.membership.iter().cloned().collect();
+        self.hub
+            .publish(self.raw.raft.term, kind, |s| s.members = members);
         self.sync_peers();
         self.send_commits(Apply::Restore(snapshot));
     }
@@ -975,7 +848,7 @@ impl RaftNode {
             Ok(cs) => {
                 self.conf_state = cs.clone();
                 self.raw.mut_store().set_conf_state(cs);
-                self.record_member_change(&cc, ctx.as_ref());
+                self.record_member_change(&cc, ctx.as_ref(), e.index);
                 Ok(Applied {
                     index: e.index,
                     term: e.term,
@@ -987,11 +860,16 @@ impl RaftNode {
             }
         };
         if let Some(ctx) = ctx {
-            self.waiters.complete(ctx.request_id, outcome);
+            self.changes.complete(ctx.request_id, outcome);
         }
     }
 
-    fn record_member_change(&mut self, cc: &ConfChange, ctx: Option<&ConfChangeContext>) {
+    fn record_member_change(
+        &mut self,
+        cc: &ConfChange,
+        ctx: Option<&ConfChangeContext>,
+        index: u64,
+    ) {
         let id = cc.node_id;
         let url = ctx.map(|c| c.url.clone()).unwrap_or_default();
         match cc.get_change_type() {
@@ -1006,11 +884,10 @@ impl RaftNode {
                     url
                 };
                 info!(self.logger, "member added"; "node" => id, "url" => &url, "learner" => learner);
-                let event = serde_json::json!({
-                    "change": "add", "node": id, "url": &url, "learner": learner,
-                });
-                self.events.publish("membership", &event);
+                let promoted = self.membership.get(id).is_some_and(|m| m.learner) && !learner;
                 self.membership.insert(id, url.clone(), learner);
+                let change = if promoted { "promote" } else { "add" };
+                self.publish_membership(change, id, url.clone(), learner, index);
                 self.gate.set_removed(id, false);
                 if !url.is_empty() {
                     self.transport.set_peer(id, &url);
@@ -1018,9 +895,8 @@ impl RaftNode {
             }
             ConfChangeType::RemoveNode => {
                 info!(self.logger, "member removed"; "node" => id);
-                let event = serde_json::json!({ "change": "remove", "node": id });
-                self.events.publish("membership", &event);
                 self.membership.remove(id);
+                self.publish_membership("remove", id, String::new(), false, index);
                 self.transport.remove_peer(id);
                 self.gate.set_removed(id, true);
                 if id == self.config.id {
@@ -1031,6 +907,58 @@ impl RaftNode {
                     self.on_removed("applied its own removal");
                 }
             }
+        }
+    }
+
+    fn publish_membership(
+        &mut self,
+        change: &'static str,
+        node: u64,
+        url: String,
+        learner: bool,
+        index: u64,
+    ) {
+        let kind = EventKind::Membership {
+            change,
+            node,
+            url,
+            learner,
+            index,
+        };
+        let members: Vec<Member> = self.membership.iter().cloned().collect();
+        self.hub
+            .publish(self.raw.raft.term, kind, |s| s.members = members);
+    }
+
+    /// Publishes role, leader and term changes; "became leader" once this node leads and an
+    /// entry of its term is committed (it can serve), "stepped down" when it stops leading.
+    fn publish_role(&mut self) {
+        let raft = &self.raw.raft;
+        let role = role_of(raft.state);
+        let now = (role, raft.leader_id, raft.term);
+        let serving = role == Role::Leader
+            && raft.raft_log.term(raft.raft_log.committed).ok() == Some(raft.term);
+        if now != self.seen {
+            let (old_term, announced) = (self.seen.2, self.announced);
+            self.seen = now;
+            if announced && role != Role::Leader {
+                self.announced = false;
+                let kind = EventKind::SteppedDown { term: old_term };
+                self.hub.publish(now.2, kind, |s| s.serving = false);
+            }
+            let kind = EventKind::Leader {
+                role,
+                leader: now.1,
+                term: now.2,
+            };
+            self.hub.publish(now.2, kind, |s| {
+                (s.role, s.leader, s.term) = now;
+            });
+        }
+        if serving && !self.announced {
+            self.announced = true;
+            let kind = EventKind::BecameLeader { term: now.2 };
+            self.hub.publish(now.2, kind, |s| s.serving = true);
         }
     }
 
@@ -1098,16 +1026,27 @@ impl RaftNode {
         };
         meta.set_conf_state(self.conf_state.clone());
         self.snapshot_started = Some(Instant::now());
-        SnapshotJob {
-            prev,
-            entries,
-            meta,
-            membership: self.membership.clone(),
+        let membership = self.membership.clone();
+        match self.plan_merge {
+            Some(plan) => SnapshotJob::Merge {
+                prev,
+                entries,
+                meta,
+                membership,
+                plan,
+            }
+            .spawn(self.job_context()),
+            // Every entry up to `meta.index` is on the commit channel before this request.
+            None => self.send_commits(Apply::Snapshot { meta, membership }),
+        }
+    }
+
+    fn job_context(&self) -> JobContext {
+        JobContext {
             files: self.snapshotter.clone(),
             reports: self.reports.clone(),
             logger: self.logger.clone(),
         }
-        .spawn();
     }
 
     /// The snapshot file is durable: mark it in the WAL, keep it for followers, compact the
@@ -1121,8 +1060,20 @@ impl RaftNode {
         }
         self.save_snapshot_mark(&meta);
         self.snapshot_index = meta.index;
-        let event = serde_json::json!({ "index": meta.index, "term": meta.term, "from": "local" });
-        self.events.publish("snapshot", &event);
+        let kind = EventKind::Snapshot {
+            index: meta.index,
+            term: meta.term,
+            from: "local",
+        };
+        self.hub.publish(self.raw.raft.term, kind, |_| {});
+        let index = meta.index;
+        let (done, waiting) = std::mem::take(&mut self.snapshot_waiters)
+            .into_iter()
+            .partition(|(wanted, _)| *wanted <= index);
+        self.snapshot_waiters = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(index));
+        }
         let store = self.raw.mut_store();
         store.set_snapshot(meta.clone());
         let compact_to = meta
@@ -1226,14 +1177,17 @@ impl RaftNode {
                 let _ = w.send(Err(Refusal::ShuttingDown));
             }
         }
+        for (_, reply) in self.snapshot_waiters.drain(..) {
+            let _ = reply.send(Err(Refusal::ShuttingDown));
+        }
         if let Err(e) = self.wal.sync() {
             crate::fatal(&self.logger, "cannot sync the WAL", &e);
         }
     }
 
-    fn status(&self) -> StatusReport {
+    fn status(&self) -> Status {
         let raft = &self.raw.raft;
-        let role = role_name(raft.state);
+        let role = role_of(raft.state).name();
         let pick = |ids: &[u64]| -> Vec<Member> {
             ids.iter()
                 .map(|id| {
@@ -1264,7 +1218,7 @@ impl RaftNode {
         voters.sort_unstable();
         let mut learners = self.conf_state.learners.clone();
         learners.sort_unstable();
-        StatusReport {
+        Status {
             id: self.config.id,
             cluster_id: format!("{:x}", self.gate.cluster_id()),
             role: role.to_string(),
@@ -1285,18 +1239,31 @@ impl RaftNode {
                 .map(|(reason, n)| (reason.label(), n))
                 .collect(),
             duplicate_read_contexts: self.gate.duplicate_reads(),
-            state_digest: String::new(),
         }
     }
 }
 
-/// The name of a raft role in `/status` and `/events`.
-fn role_name(role: StateRole) -> &'static str {
+/// Our name for a raft role.
+fn role_of(role: StateRole) -> Role {
     match role {
-        StateRole::Leader => "leader",
-        StateRole::Follower => "follower",
-        StateRole::Candidate => "candidate",
-        StateRole::PreCandidate => "pre-candidate",
+        StateRole::Leader => Role::Leader,
+        StateRole::Follower => Role::Follower,
+        StateRole::Candidate => Role::Candidate,
+        StateRole::PreCandidate => Role::PreCandidate,
+    }
+}
+
+/// The state a node starts publishing with (before its first Ready).
+pub fn initial_state(id: u64, membership: &Membership, applied_index: u64) -> NodeState {
+    NodeState {
+        id,
+        role: Role::Follower,
+        term: 0,
+        leader: 0,
+        serving: false,
+        members: membership.iter().cloned().collect(),
+        applied_index,
+        epoch: Default::default(),
     }
 }
 

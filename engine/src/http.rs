@@ -143,3 +143,31 @@ pub async fn read_body(
         )),
     }
 }
+
+/// One Server-Sent Event: `id:` (optional), `event:` and one `data:` line of JSON.
+pub fn sse_frame(name: &str, id: Option<u64>, data: &impl serde::Serialize) -> Bytes {
+    let json = serde_json::to_string(data).expect("event payloads serialize");
+    let id = id.map(|i| format!("id: {i}\n")).unwrap_or_default();
+    Bytes::from(format!("{id}event: {name}\ndata: {json}\n\n"))
+}
+
+/// Events buffered per SSE client between its producer task and its connection.
+pub const SSE_BOUND: usize = 64;
+
+/// A streaming `text/event-stream` answer fed by `frames` (see [`sse_frame`]). The producer
+/// stops when the client goes away (its sends fail once this body is dropped).
+pub fn sse(frames: tokio::sync::mpsc::Receiver<Bytes>) -> Answer {
+    use http_body_util::StreamBody;
+    use tokio_stream::StreamExt;
+    // A first comment so that clients see the stream open at once.
+    let hello = tokio_stream::once(Bytes::from_static(b": events\n\n"));
+    let stream = hello
+        .chain(tokio_stream::wrappers::ReceiverStream::new(frames))
+        .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "text/event-stream")
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .body(StreamBody::new(stream).boxed())
+        .expect("valid response")
+}

@@ -25,9 +25,10 @@ use hyper::{Method, Request, StatusCode};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
+use crate::framing::decode_image;
 use crate::http::{json, read_body, text, Answer};
 use crate::limits::{MAX_BATCH_BODY_BYTES, MAX_TERM};
-use crate::raft_node::Msg;
+use crate::protocol::Msg;
 use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
 
 /// Largest snapshot request body.
@@ -114,11 +115,21 @@ pub struct PeerGate {
     refused: [AtomicU64; Refused::ALL.len()],
     duplicate_reads: AtomicU64,
     inbox: crossbeam_channel::Sender<Msg>,
+    validate: ValidateImage,
 }
 
+/// The application's image check (`StateMachine::validate`).
+pub type ValidateImage = fn(&[u8]) -> Result<(), crate::state_machine::ImageError>;
+
 impl PeerGate {
-    /// A gate for node `self_id` of cluster `cluster_id`.
-    pub fn new(cluster_id: u64, self_id: u64, inbox: crossbeam_channel::Sender<Msg>) -> PeerGate {
+    /// A gate for node `self_id` of cluster `cluster_id`; received snapshot images are
+    /// checked with `validate` (after the engine's envelope).
+    pub fn new(
+        cluster_id: u64,
+        self_id: u64,
+        inbox: crossbeam_channel::Sender<Msg>,
+        validate: ValidateImage,
+    ) -> PeerGate {
         PeerGate {
             cluster_id,
             self_id,
@@ -128,6 +139,7 @@ impl PeerGate {
             refused: Default::default(),
             duplicate_reads: AtomicU64::new(0),
             inbox,
+            validate,
         }
     }
 
@@ -243,7 +255,16 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
 }
 
 /// How a body becomes validated messages.
-type Decoder = fn(&Bytes, u64, u64) -> Result<Vec<Message>, Refusal>;
+type Decoder = fn(&Bytes, Peers, ValidateImage) -> Result<Vec<Message>, Refusal>;
+
+/// The sender and the receiver a request names.
+#[derive(Debug, Clone, Copy)]
+pub struct Peers {
+    /// Sender.
+    pub from: u64,
+    /// Receiver (this node).
+    pub to: u64,
+}
 
 async fn receive(
     gate: Arc<PeerGate>,
@@ -263,13 +284,17 @@ async fn receive(
         Ok(b) => b,
         Err(answer) => return answer,
     };
-    let self_id = gate.self_id;
+    let peers = Peers {
+        from,
+        to: gate.self_id,
+    };
+    let check = gate.validate;
     // Batches decode inline (a thread hop per batch costs more than the decoding); a
     // snapshot's image takes long to validate, so it moves off the async workers.
     let decoded = if body.len() <= INLINE_DECODE_BYTES {
-        Ok(decode(&body, from, self_id))
+        Ok(decode(&body, peers, check))
     } else {
-        tokio::task::spawn_blocking(move || decode(&body, from, self_id)).await
+        tokio::task::spawn_blocking(move || decode(&body, peers, check)).await
     };
     let msgs = match decoded {
         Ok(Ok(msgs)) => msgs,
@@ -342,7 +367,11 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusa
 ///
 /// # Errors
 /// Why the batch is refused, with a sentence.
-pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, Refusal> {
+pub fn decode_batch(
+    body: &Bytes,
+    peers: Peers,
+    check: ValidateImage,
+) -> Result<Vec<Message>, Refusal> {
     let malformed = |what: &str| (Refused::Malformed, what.to_string());
     let mut msgs = Vec::new();
     let mut pos = 0usize;
@@ -360,7 +389,7 @@ pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message
         let msg = Message::parse_from_carllerche_bytes(&body.slice(pos..end))
             .map_err(|e| malformed(&format!("undecodable raft message: {e}")))?;
         pos = end;
-        validate(&msg, from, self_id)?;
+        validate(&msg, peers, check)?;
         msgs.push(msg);
     }
     Ok(msgs)
@@ -371,7 +400,11 @@ pub fn decode_batch(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message
 ///
 /// # Errors
 /// Why the body is refused, with a sentence.
-pub fn decode_snapshot(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Message>, Refusal> {
+pub fn decode_snapshot(
+    body: &Bytes,
+    peers: Peers,
+    check: ValidateImage,
+) -> Result<Vec<Message>, Refusal> {
     let malformed = |what: String| (Refused::Malformed, what);
     let len_bytes = body
         .get(..4)
@@ -390,11 +423,12 @@ pub fn decode_snapshot(body: &Bytes, from: u64, self_id: u64) -> Result<Vec<Mess
         )));
     }
     msg.mut_snapshot().data = body.slice(end..);
-    validate(&msg, from, self_id)?;
+    validate(&msg, peers, check)?;
     Ok(vec![msg])
 }
 
-fn validate(msg: &Message, from: u64, self_id: u64) -> Result<(), Refusal> {
+fn validate(msg: &Message, peers: Peers, check: ValidateImage) -> Result<(), Refusal> {
+    let Peers { from, to: self_id } = peers;
     if msg.from != from || msg.to != self_id {
         return Err((
             Refused::WrongPeer,
@@ -417,8 +451,10 @@ fn validate(msg: &Message, from: u64, self_id: u64) -> Result<(), Refusal> {
             ))
         }
         MessageType::MsgSnapshot => {
-            crate::kv::validate_image(&msg.get_snapshot().data)
-                .map_err(|e| (Refused::Snapshot, format!("snapshot rejected: {e}")))?;
+            let refuse =
+                |e: &dyn std::fmt::Display| (Refused::Snapshot, format!("snapshot rejected: {e}"));
+            let (_, image) = decode_image(&msg.get_snapshot().data).map_err(|e| refuse(&e))?;
+            check(image).map_err(|e| refuse(&e))?;
         }
         _ => {}
     }
@@ -450,6 +486,12 @@ mod tests {
     use super::*;
     use crate::transport::encode_batch;
 
+    const P: Peers = Peers { from: 2, to: 1 };
+
+    fn any_image(_: &[u8]) -> Result<(), crate::state_machine::ImageError> {
+        Ok(())
+    }
+
     fn msg(from: u64, to: u64, t: MessageType) -> Message {
         let mut m = Message {
             from,
@@ -469,24 +511,24 @@ mod tests {
             msg(2, 1, MessageType::MsgAppend),
         ]);
         assert_eq!(
-            decode_batch(&Bytes::from(good.clone()), 2, 1)
+            decode_batch(&Bytes::from(good.clone()), P, any_image)
                 .unwrap()
                 .len(),
             2
         );
         for cut in 1..good.len() {
-            let r = decode_batch(&Bytes::copy_from_slice(&good[..cut]), 2, 1);
+            let r = decode_batch(&Bytes::copy_from_slice(&good[..cut]), P, any_image);
             assert!(r.is_err() || r.unwrap().len() < 2);
         }
         let spoofed = encode_batch(&[msg(3, 1, MessageType::MsgHeartbeat)]);
-        assert!(decode_batch(&Bytes::from(spoofed), 2, 1).is_err());
+        assert!(decode_batch(&Bytes::from(spoofed), P, any_image).is_err());
         let local = encode_batch(&[msg(2, 1, MessageType::MsgHup)]);
-        assert!(decode_batch(&Bytes::from(local), 2, 1).is_err());
+        assert!(decode_batch(&Bytes::from(local), P, any_image).is_err());
         let garbage = Bytes::from_static(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(decode_batch(&garbage, 2, 1).is_err());
+        assert!(decode_batch(&garbage, P, any_image).is_err());
         let mut snap = msg(2, 1, MessageType::MsgSnapshot);
         snap.mut_snapshot().data = Bytes::from_static(b"not an image");
-        assert!(decode_batch(&Bytes::from(encode_batch(&[snap])), 2, 1).is_err());
+        assert!(decode_batch(&Bytes::from(encode_batch(&[snap])), P, any_image).is_err());
     }
 
     // Intent: a snapshot body (message head, then the raw image) decodes with the image as a
@@ -498,19 +540,19 @@ mod tests {
             b.extend_from_slice(data);
             Bytes::from(b)
         };
-        let image =
-            crate::kv::KvStore::default().image(&crate::membership::Membership::initial(&[
-                "http://127.0.0.1:1".into(),
-            ]));
+        let image = crate::framing::encode_image(
+            &crate::membership::Membership::initial(&["http://127.0.0.1:1".into()]),
+            b"app",
+        );
         let snap = msg(2, 1, MessageType::MsgSnapshot);
-        let decoded = decode_snapshot(&body(&snap, &image), 2, 1).unwrap();
+        let decoded = decode_snapshot(&body(&snap, &image), P, any_image).unwrap();
         assert_eq!(&decoded[0].get_snapshot().data[..], &image[..]);
-        assert!(decode_snapshot(&body(&snap, b"not an image"), 2, 1).is_err());
+        assert!(decode_snapshot(&body(&snap, b"not an image"), P, any_image).is_err());
         let hb = msg(2, 1, MessageType::MsgHeartbeat);
-        assert!(decode_snapshot(&body(&hb, &image), 2, 1).is_err());
+        assert!(decode_snapshot(&body(&hb, &image), P, any_image).is_err());
         let whole = body(&snap, &image);
         for cut in 0..8 {
-            assert!(decode_snapshot(&whole.slice(..cut), 2, 1).is_err());
+            assert!(decode_snapshot(&whole.slice(..cut), P, any_image).is_err());
         }
     }
 }

@@ -32,7 +32,7 @@ use raft::eraftpb::{Message, MessageType};
 use slog::{info, warn, Logger};
 use tokio::sync::mpsc;
 
-use crate::raft_node::Report;
+use crate::protocol::Report;
 
 /// Header carrying the cluster ID in hex.
 pub const HEADER_CLUSTER: &str = "x-raft-cluster-id";

@@ -1,7 +1,8 @@
 //! Startup: bootstrap a new member, or rebuild a node from its snapshot and WAL.
 //!
 //! Bootstrap (trap 1) writes, on every initial member alike, a snapshot at index 1, term 1 whose
-//! conf state holds voters 1..n and whose image holds the `--cluster` URLs and no keys; then the
+//! conf state holds voters 1..n and whose image is the envelope with the `--cluster` URLs around
+//! an empty application image (the initial state); then the
 //! normal restart path reads it back. A `--join` node starts with an empty WAL (metadata only)
 //! and gets everything from the leader.
 //!
@@ -21,7 +22,7 @@ use raft::eraftpb::{ConfState, HardState, Snapshot};
 use slog::{info, warn, Logger};
 
 use crate::config::Config;
-use crate::kv::KvStore;
+use crate::framing::{decode_image, encode_image};
 use crate::membership::Membership;
 use crate::storage::RaftStorage;
 
@@ -31,8 +32,8 @@ pub struct Recovered {
     pub wal: wal::Wal,
     /// Raft storage filled from snapshot and WAL.
     pub storage: RaftStorage,
-    /// The state machine as of the snapshot.
-    pub kv: KvStore,
+    /// The newest usable snapshot (its image restores the state machine).
+    pub snapshot: Option<Snapshot>,
     /// Membership as of the snapshot.
     pub membership: Membership,
     /// The cluster this node belongs to.
@@ -113,7 +114,7 @@ pub fn initialize(
 fn bootstrap_snapshot(config: &Config) -> Snapshot {
     let membership = Membership::initial(&config.cluster);
     let mut snapshot = Snapshot {
-        data: Bytes::from(KvStore::default().image(&membership)),
+        data: Bytes::from(encode_image(&membership, &[])),
         ..Default::default()
     };
     let meta = snapshot.mut_metadata();
@@ -166,12 +167,11 @@ pub fn recover(
 
     let mut storage = RaftStorage::default();
     storage.set_snapshot_files(snapshotter.clone());
-    let kv = KvStore::default();
     let mut membership = Membership::default();
-    if let Some(snapshot) = snapshot {
-        membership = kv
-            .restore(&snapshot.data, at.0)
-            .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?;
+    if let Some(snapshot) = &snapshot {
+        membership = decode_image(&snapshot.data)
+            .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?
+            .0;
         storage.apply_snapshot(snapshot.get_metadata());
     }
     let mut hs = replay.hard_state;
@@ -187,11 +187,11 @@ pub fn recover(
     storage.append(replay.entries);
     info!(logger, "recovered from disk";
         "snapshot_index" => at.0, "entries" => entries, "term" => hs.term, "commit" => hs.commit,
-        "keys" => kv.len(), "cluster_id" => format!("{:x}", replay.metadata.cluster_id));
+        "cluster_id" => format!("{:x}", replay.metadata.cluster_id));
     Ok(Recovered {
         wal,
         storage,
-        kv,
+        snapshot,
         membership,
         cluster_id: replay.metadata.cluster_id,
         applied: at,

@@ -1,0 +1,159 @@
+//! An etcd-style consensus engine for replicated services, on raft-rs (`RawNode` and its
+//! Ready/advance loop), with our own write-ahead log (`wal`) and snapshot files (`snap`) and an
+//! HTTP peer transport. An application implements one trait, [`StateMachine`], and talks to its
+//! node through a cloneable async [`Handle`]. The engine never names an application type (it is
+//! a crate of its own, so the compiler enforces it); the application never parses engine bytes.
+//!
+//! # Using it
+//! ```text
+//! let config = Arc::new(Config::from_args(&node_args)?);   // the shared node flags
+//! let node = engine::start(config, MyMachine::default(), logger).await?;
+//! let handle = node.handle();                               // clone it into HTTP handlers
+//! handle.propose(&command_bytes, deadline).await            // -> Proposed { index, term, output }
+//! handle.read_barrier(deadline).await                       // then read the local state
+//! let mut events = handle.subscribe();                      // current state, then every change
+//! handle.shutdown(); node.wait().await                      // or the node was removed
+//! ```
+//! The raftexample KV (the root package) and `examples/registry` are built exactly so.
+//!
+//! # The contract
+//! - [`StateMachine`] (see its docs): apply committed commands in log order, deterministic, one
+//!   typed output per command for the local proposer; an undecodable command is a no-op,
+//!   answered [`Rejected`]; restore from an image; validate an image before raft sees it;
+//!   produce snapshot images without pausing apply (serialise a small state on the apply
+//!   thread, or merge the previous image with the commands since on the snapshot thread).
+//! - [`Handle`]: every call takes a deadline. `propose` answers with the index, term and output,
+//!   or an error that is either *known not applied* ([`NotApplied`]: retry safely) or
+//!   *outcome unknown*. A proposal, read or membership change that meets no leader waits for one
+//!   until its deadline.
+//! - [`Subscription`]: the current state first, then every change in order with its term and a
+//!   strictly increasing [`Epoch`]; "lagged" with the current state instead of a silent gap.
+//!   "Became leader" only once the leader committed an entry of its term.
+//! - The engine owns the framing ([`framing`]): a format byte and a request ID on every entry,
+//!   an envelope (magic, version, membership with peer URLs) around every image. A format it does
+//!   not know stops the node with a sentence; it is never skipped.
+//!
+//! # The Ready loop (`raft_node.rs`, the raft thread, sole owner of `RawNode`, WAL, storage)
+//! Each turn: wait for input or the next tick; drain the inbox (group commit); tick; one
+//! `read_index` for all waiting reads; then for the Ready:
+//! 1. snapshot -> snap file, WAL mark, raft storage, apply thread
+//! 2. `messages()` -> transport (a leader sends appends before its own fsync)
+//! 3. entries + hard state -> WAL, one fdatasync when `must_sync()`
+//! 4. entries + hard state -> raft storage
+//! 5. `persisted_messages()` -> transport (only after step 3)
+//! 6. committed entries: conf changes applied here, then all to the apply thread
+//! 7. read states -> the waiting reads
+//! 8. advance: LightReady's commit index to the WAL before its committed entries go out
+//! 9. maybe snapshot; compaction and WAL release follow the saved file.
+//!
+//! # The raft-rs traps, and where they are handled
+//! 1. identical bootstrap on every initial member: `recovery.rs` (snapshot at index 1);
+//! 2. a snapshot without the receiver is ignored: `storage.rs` asks for a fresh one;
+//! 3. one pending conf change: `raft_node.rs` answers [`Conflict::ChangePending`];
+//! 4. silently dropped proposals: only the request ID at apply time completes a proposal;
+//! 5. dropped ReadIndex: re-issued after half an election timeout, and retried by the handle;
+//! 6. a removed leader does not step down: leadership moves first (`defer_leader_removal`);
+//! 7. commit index persisted before applying (`save_commit`), `Config.applied` on restart;
+//! 8. a Ready with a snapshot has no committed entries: the snapshot is installed first;
+//! 9. every MsgSnapshot is reported (`transport.rs`);
+//! 10. pre-vote, check-quorum, `max_size_per_msg`, `max_inflight_msgs`: `raft_config`.
+//!
+//! # Layout
+//! - [`state_machine`]: the application trait; [`handle`]: the application's handle;
+//!   [`node`]: start and stop; [`events`]: typed events and subscriptions;
+//!   [`config`]: the node flags every service shares; [`framing`]: the engine's bytes;
+//!   [`limits`]: every limit and why they agree.
+//! - `raft_node.rs` (the loop) and [`protocol`] (its inbox and report types); `storage.rs`
+//!   (raft storage); `recovery.rs` (bootstrap and restart); `apply.rs` (the apply thread);
+//!   `snapshot_builder.rs` (the snapshot thread); [`membership`]; `waiters.rs`.
+//! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP;
+//!   [`http`]: the HTTP plumbing applications reuse for their own API.
+
+pub mod apply;
+pub mod config;
+pub mod events;
+pub mod framing;
+pub mod handle;
+pub mod http;
+pub mod limits;
+pub mod membership;
+pub mod node;
+pub mod peer_server;
+pub mod protocol;
+mod raft_node;
+pub mod recovery;
+mod snapshot_builder;
+pub mod state_machine;
+mod storage;
+pub mod transport;
+pub mod waiters;
+
+pub use config::{Config, ConfigError, NodeArgs};
+pub use events::{Epoch, Event, EventKind, NodeState, Role, Subscription};
+pub use handle::{ChangeError, Conflict, Handle, NotApplied, ProposeError, Proposed, ReadError};
+pub use membership::{Member, Membership};
+pub use node::{start, Node};
+pub use protocol::{Exit, MemberChange, PeerProgress, Status};
+pub use recovery::StartError;
+pub use state_machine::{Command, ImageError, MergedImage, Rejected, StateMachine};
+pub use waiters::Applied;
+
+use slog::{Drain, Logger};
+
+/// The process logger: terminal output on stderr, filtered at `level`.
+pub fn logger(level: slog::Level) -> Logger {
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let drain = slog::LevelFilter::new(drain, level).fuse();
+    Logger::root(std::sync::Mutex::new(drain).fuse(), slog::o!())
+}
+
+/// The logger raft-rs gets. raft-rs logs every message it sends at debug level, entries and
+/// all: with `--log-level debug` one 60 MB value became hundreds of megabytes of log text on the
+/// raft thread, stalling it past the election timeout. So raft-rs's own debug lines appear
+/// only with `--log-level trace`; `debug` shows ours.
+pub fn raft_logger(logger: &Logger, level: slog::Level) -> Logger {
+    let raft_level = match level {
+        slog::Level::Trace => slog::Level::Trace,
+        slog::Level::Debug => slog::Level::Info,
+        other => other,
+    };
+    Logger::root(
+        slog::LevelFilter::new(logger.clone(), raft_level).fuse(),
+        slog::o!(),
+    )
+}
+
+/// Makes every panic, on any thread (the raft thread, the apply thread, a runtime task), end
+/// the process: one fatal line on stderr, then abort (a non-zero status, so a supervisor
+/// restarts the node). Without it a panicking raft thread would only end its loop, and the
+/// process would shut down as if asked to and exit 0. Call once at start, before any thread
+/// exists.
+pub fn abort_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("raftexample: fatal: panic in thread {name:?} at {at}: {what}");
+        std::process::abort()
+    }));
+}
+
+/// Aborts the process after an error on the durability path (a failed write or fsync of the
+/// WAL or a snapshot), or an engine format this release does not know. Never retried: after a
+/// failed fsync the page cache state is unknown (fsyncgate), so the only safe answer is to stop
+/// and recover from disk.
+pub fn fatal(logger: &Logger, what: &str, error: &dyn std::fmt::Display) -> ! {
+    slog::crit!(logger, "fatal: {}", what; "error" => %error);
+    eprintln!("raftexample: fatal: {what}: {error}");
+    std::process::abort()
+}

@@ -1,0 +1,221 @@
+//! The raft thread's protocol: its inbox ([`Msg`]), the reports it gets from the tasks it
+//! started ([`Report`]), and the types of its answers. Whoever sends these imports this
+//! module, never the loop that receives them (`raft_node.rs`).
+
+use std::time::Instant;
+
+use raft::eraftpb::{Message, SnapshotMetadata};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::membership::Member;
+
+/// Why a request was not proposed (every variant means: nothing was applied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No leader is known.
+    #[error("this node knows no leader")]
+    NoLeader,
+    /// raft dropped the proposal (leader transfer in progress, too much uncommitted data).
+    #[error("the proposal was dropped")]
+    Dropped,
+    /// A membership change is still pending (trap 3).
+    #[error("a membership change is already pending")]
+    ChangePending,
+    /// The node to add is already a member.
+    #[error("node {0} is already a member")]
+    AlreadyMember(u64),
+    /// Another member already has this peer URL (as etcd: "Peer URLs already exists").
+    #[error("peer URL {url} already belongs to node {id}")]
+    UrlInUse {
+        /// The URL asked for.
+        url: String,
+        /// The member that has it.
+        id: u64,
+    },
+    /// The node to remove or promote is not a member (or not a learner).
+    #[error("node {0} is not a member that can take this change")]
+    NotMember(u64),
+    /// The learner to promote has not caught up with the leader's log yet.
+    #[error("learner {0} has not caught up yet")]
+    NotCaughtUp(u64),
+    /// The node is shutting down.
+    #[error("this node is shutting down")]
+    ShuttingDown,
+}
+
+/// A membership change request.
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    /// Add a voter or a learner with this peer URL.
+    Add {
+        /// Peer URL.
+        url: String,
+        /// Add as a learner.
+        learner: bool,
+    },
+    /// Promote a learner to voter.
+    Promote,
+    /// Remove the node.
+    Remove,
+}
+
+/// Input for the raft thread.
+pub enum Msg {
+    /// Propose entry data (framed by `framing::encode_entry`); answered once proposed or
+    /// refused.
+    Propose {
+        /// The entry data.
+        data: bytes::Bytes,
+        /// Proposed, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Propose a membership change; answered once proposed or refused.
+    ChangeMembers {
+        /// The node.
+        id: u64,
+        /// What to do.
+        change: MemberChange,
+        /// Request ID the waiter registered.
+        request_id: u64,
+        /// Proposed, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// A linearizable read: answered with the read index once the leader confirmed it.
+    Read {
+        /// Read index, or why not.
+        done: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    /// Messages from a peer (already validated by the peer server).
+    Raft(Vec<Message>),
+    /// Status snapshot.
+    Status {
+        /// The report.
+        done: oneshot::Sender<Status>,
+    },
+    /// Make a snapshot now; answered with its index once it is saved and marked.
+    Snapshot {
+        /// The snapshot's index, or why not.
+        done: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    /// Transfer leadership to `to`; answered when `to` leads, or refused at the deadline.
+    TransferLeader {
+        /// Target node.
+        to: u64,
+        /// When to give up.
+        deadline: Instant,
+        /// Done, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Stop: hand leadership away if leading, sync, exit the loop.
+    Shutdown,
+}
+
+/// Feedback for the raft thread from the tasks it started.
+pub enum Report {
+    /// A send to this peer failed.
+    Unreachable(u64),
+    /// A snapshot send finished.
+    Snapshot {
+        /// Receiver.
+        to: u64,
+        /// Delivered.
+        ok: bool,
+    },
+    /// The snapshot thread saved the snapshot file with this metadata; the WAL mark comes next.
+    SnapshotSaved(SnapshotMetadata),
+    /// The snapshot thread could not read the previous snapshot; nothing was written.
+    SnapshotFailed,
+    /// The apply thread produced this image for a snapshot (image strategy).
+    SnapshotImage {
+        /// Its metadata (index, term, conf state).
+        meta: SnapshotMetadata,
+        /// Membership at `meta.index`.
+        membership: crate::membership::Membership,
+        /// The application's image at `meta.index`.
+        image: Vec<u8>,
+    },
+    /// A peer answered 410: this node was removed while it was away.
+    Removed,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Shutdown,
+    /// This node was removed from the cluster.
+    Removed,
+}
+
+/// A node's status, typed; applications build their own JSON from it (it also serialises as
+/// the common part of `GET /status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This node.
+    pub id: u64,
+    /// Cluster ID, hex.
+    pub cluster_id: String,
+    /// leader, follower, candidate or pre-candidate.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Known leader, 0 if none.
+    pub leader: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Index applied to the state machine.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Index of the newest snapshot.
+    pub snapshot_index: u64,
+    /// Voters with their peer URLs.
+    pub voters: Vec<Member>,
+    /// Learners with their peer URLs.
+    pub learners: Vec<Member>,
+    /// On the leader: every follower's replication progress.
+    pub progress: Option<Vec<PeerProgress>>,
+    /// Peer messages dropped because a queue was full.
+    pub dropped_messages: u64,
+    /// Peer requests refused, by reason (see `peer_server::Refused`).
+    pub peer_refused: std::collections::BTreeMap<&'static str, u64>,
+    /// On a leader: ReadIndex requests whose context was already pending (raft-rs drops
+    /// them silently; MUST stay 0).
+    pub duplicate_read_contexts: u64,
+}
+
+/// One follower's progress, as the leader sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerProgress {
+    /// Follower.
+    pub id: u64,
+    /// Highest index known replicated.
+    pub match_index: u64,
+    /// Next index to send.
+    pub next_index: u64,
+    /// probe, replicate or snapshot.
+    pub state: String,
+    /// Heard from recently.
+    pub recent_active: bool,
+}
+
+impl Status {
+    /// `Ok` when this node can serve: it knows a leader and applies within `max_lag` entries of
+    /// the commit index; else the reason, as one sentence.
+    ///
+    /// # Errors
+    /// The reason this node is unhealthy.
+    pub fn health(&self, max_lag: u64) -> Result<(), String> {
+        if self.leader == 0 {
+            return Err("unhealthy: this node knows no leader".into());
+        }
+        let lag = self.commit_index.saturating_sub(self.applied_index);
+        if lag > max_lag {
+            return Err(format!(
+                "unhealthy: applying lags {lag} entries behind the commit index"
+            ));
+        }
+        Ok(())
+    }
+}
