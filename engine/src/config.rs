@@ -61,6 +61,9 @@ pub struct NodeArgs {
     /// Size of one WAL segment file in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_size_bytes: u64,
+    /// Events buffered per event subscriber before it is told it lagged.
+    #[arg(long, default_value_t = crate::events::EVENTS_BOUND)]
+    pub events_bound: usize,
     /// Log level: critical, error, warning, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -120,6 +123,8 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     /// WAL segment size.
     pub wal_segment_size_bytes: u64,
+    /// Events buffered per subscriber before it lags.
+    pub events_bound: usize,
     /// slog level.
     pub log_level: slog::Level,
     /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
@@ -203,6 +208,9 @@ impl Config {
                 args.max_request_body_bytes
             )));
         }
+        if args.events_bound == 0 || args.events_bound > 1 << 20 {
+            return Err(bad("--events-bound must be between 1 and 1048576"));
+        }
         if args.wal_segment_size_bytes < 4096 {
             return Err(bad("--wal-segment-size-bytes must be at least 4096"));
         }
@@ -224,6 +232,7 @@ impl Config {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_request_body_bytes: args.max_request_body_bytes,
             wal_segment_size_bytes: args.wal_segment_size_bytes,
+            events_bound: args.events_bound,
             log_level,
             unsafe_local_reads: args.unsafe_local_reads,
             test_panic: args.test_panic,

@@ -2,13 +2,13 @@
 //!
 //! The raft thread is the only publisher ([`EventHub`]): it keeps the current [`NodeState`] in
 //! a `watch` and broadcasts every change as an [`Event`] on a bounded `broadcast` channel of
-//! [`EVENTS_BOUND`] events. Publishing never blocks and costs little without subscribers.
+//! `--events-bound` events ([`EVENTS_BOUND`] by default). Publishing never blocks and costs little without subscribers.
 //!
 //! A [`Subscription`] yields, in order:
 //! 1. [`EventKind::Current`]: the state at subscription time;
 //! 2. every later change, each with its term and an [`Epoch`] that strictly increases, also
 //!    across restarts (the sequence starts from the start time in microseconds);
-//! 3. if it fell more than [`EVENTS_BOUND`] events behind: [`EventKind::Lagged`] with the number
+//! 3. if it fell more than the bound behind: [`EventKind::Lagged`] with the number
 //!    missed and the current state, then the changes after that state. Never a silent gap.
 //!
 //! [`EventKind::BecameLeader`] is published only once this node leads *and* has committed an
@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::membership::Member;
 
-/// Events buffered per subscriber before it lags.
+/// Events buffered per subscriber before it lags (the default of `--events-bound`).
 pub const EVENTS_BOUND: usize = 1024;
 
 /// Orders events: strictly increasing on one node, across restarts too.
@@ -170,8 +170,13 @@ pub struct EventSource {
 }
 
 impl EventHub {
-    /// A hub whose current state starts as `initial`; `applied` is the apply thread's index.
-    pub fn new(mut initial: NodeState, applied: watch::Receiver<u64>) -> (EventHub, EventSource) {
+    /// A hub whose current state starts as `initial`; `applied` is the apply thread's index;
+    /// each subscriber may fall `bound` events behind before it lags.
+    pub fn new(
+        mut initial: NodeState,
+        applied: watch::Receiver<u64>,
+        bound: usize,
+    ) -> (EventHub, EventSource) {
         let seq = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -180,7 +185,7 @@ impl EventHub {
             term: initial.term,
             seq,
         };
-        let (tx, _) = broadcast::channel(EVENTS_BOUND);
+        let (tx, _) = broadcast::channel(bound.max(1));
         let (state, state_rx) = watch::channel(initial);
         let source = EventSource {
             tx: tx.downgrade(),

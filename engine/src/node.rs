@@ -126,6 +126,7 @@ pub async fn start<S: StateMachine>(
     let (hub, events) = EventHub::new(
         initial_state(config.id, &recovered.membership, applied_index),
         applied_rx.clone(),
+        config.events_bound,
     );
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
