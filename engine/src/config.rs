@@ -239,6 +239,11 @@ impl Config {
         })
     }
 
+    /// One election timeout (`--tick-interval-ms` x `--election-ticks`).
+    pub fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_ticks as u32
+    }
+
     /// The peer URL of node `id` according to `--cluster`, if it lists one.
     pub fn cluster_url(&self, id: u64) -> Option<&str> {
         let i = usize::try_from(id.checked_sub(1)?).ok()?;

@@ -410,7 +410,7 @@ impl<O: Send + 'static> Handle<O> {
     /// How long a caller should wait before retrying after [`NotApplied`]: one election
     /// timeout.
     pub fn retry_after(&self) -> Duration {
-        crate::raft_node::retry_after(&self.shared.config)
+        self.shared.config.election_timeout()
     }
 
     /// Sends `make(done)` to the raft thread and waits for its answer until `deadline`.

@@ -1266,8 +1266,3 @@ pub fn initial_state(id: u64, membership: &Membership, applied_index: u64) -> No
         epoch: Default::default(),
     }
 }
-
-/// How long a caller should wait before retrying after a refusal: one election timeout.
-pub fn retry_after(config: &Config) -> Duration {
-    config.tick_interval * config.election_ticks as u32
-}
