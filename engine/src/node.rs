@@ -77,39 +77,9 @@ pub async fn start<S: StateMachine>(
             config.snap_dir.display()
         ))
     })?;
-    let fresh = !wal::Wal::exists(&config.wal_dir);
-    let peers = probe_peers(&config, fresh && config.join, &logger).await;
-    if fresh {
-        check_fresh_start(&config, peers)?;
-    }
-    let join_cluster_id = peers.filter(|_| config.join).map(|p| p.cluster_id);
-    initialize(&config, &snapshotter, join_cluster_id, &logger)?;
-    let recovered = recover(&config, &snapshotter, &logger)?;
-    if let Some(theirs) = peers
-        .map(|p| p.cluster_id)
-        .filter(|theirs| *theirs != recovered.cluster_id)
-    {
-        return Err(fail(format!(
-            "this node's data belongs to cluster {:x} but the members of --cluster run cluster \
-             {theirs:x}: wipe this node's data dirs, add it with POST /<id> and start it with --join",
-            recovered.cluster_id,
-        )));
-    }
+    let recovered = recover_node(&config, &snapshotter, &logger).await?;
     let (applied_index, applied_term) = recovered.applied;
-    if let Some(snapshot) = &recovered.snapshot {
-        let image = decode_image(&snapshot.data)
-            .map_err(|e| {
-                fail(format!(
-                    "the snapshot at index {applied_index} is unusable: {e}"
-                ))
-            })?
-            .1;
-        machine.restore(image, applied_index).map_err(|e| {
-            fail(format!(
-                "the snapshot at index {applied_index} is unusable: {e}"
-            ))
-        })?;
-    }
+    restore_machine(&mut machine, recovered.snapshot.as_ref(), applied_index)?;
 
     let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_BOUND);
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
@@ -170,17 +140,11 @@ pub async fn start<S: StateMachine>(
         },
         test_panic: config.test_panic == Some(TestPanic::Apply),
     };
-    let apply_thread = std::thread::Builder::new()
-        .name("apply".into())
-        .spawn(move || worker.run(commit_rx))
-        .map_err(|e| fail(format!("cannot start the apply thread: {e}")))?;
+    let apply_thread = spawn_thread("apply", move || worker.run(commit_rx))?;
     let (exit_tx, exit_rx) = oneshot::channel();
-    let raft_thread = std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || {
-            let _ = exit_tx.send(node.serve_channels(inbox_rx, report_rx));
-        })
-        .map_err(|e| fail(format!("cannot start the raft thread: {e}")))?;
+    let raft_thread = spawn_thread("raft", move || {
+        let _ = exit_tx.send(node.serve_channels(inbox_rx, report_rx));
+    })?;
 
     let (peer_stop, peer_stop_rx) = watch::channel(false);
     let peer_logger = logger.new(slog::o!("part" => "peer-server"));
@@ -249,6 +213,59 @@ impl<O: Send + 'static> Node<O> {
         info!(self.logger, "stopped"; "reason" => format!("{exit:?}"));
         Ok(exit)
     }
+}
+
+/// Asks the members, refuses fresh starts that cannot work, bootstraps or opens the data dirs,
+/// and checks that they belong to the cluster the members run.
+async fn recover_node(
+    config: &Config,
+    snapshotter: &snap::Snapshotter,
+    logger: &Logger,
+) -> Result<crate::recovery::Recovered, StartError> {
+    let fresh = !wal::Wal::exists(&config.wal_dir);
+    let peers = probe_peers(config, fresh && config.join, logger).await;
+    if fresh {
+        check_fresh_start(config, peers)?;
+    }
+    let join_cluster_id = peers.filter(|_| config.join).map(|p| p.cluster_id);
+    initialize(config, snapshotter, join_cluster_id, logger)?;
+    let recovered = recover(config, snapshotter, logger)?;
+    if let Some(theirs) = peers
+        .map(|p| p.cluster_id)
+        .filter(|theirs| *theirs != recovered.cluster_id)
+    {
+        return Err(fail(format!(
+            "this node's data belongs to cluster {:x} but the members of --cluster run cluster \
+             {theirs:x}: wipe this node's data dirs, add it with POST /<id> and start it with --join",
+            recovered.cluster_id,
+        )));
+    }
+    Ok(recovered)
+}
+
+/// Loads the application's image from the recovered snapshot (the state at `index`).
+fn restore_machine<S: StateMachine>(
+    machine: &mut S,
+    snapshot: Option<&raft::eraftpb::Snapshot>,
+    index: u64,
+) -> Result<(), StartError> {
+    let Some(snapshot) = snapshot else {
+        return Ok(());
+    };
+    let unusable =
+        |e: &dyn std::fmt::Display| fail(format!("the snapshot at index {index} is unusable: {e}"));
+    let (_, image) = decode_image(&snapshot.data).map_err(|e| unusable(&e))?;
+    machine.restore(image, index).map_err(|e| unusable(&e))
+}
+
+fn spawn_thread(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| fail(format!("cannot start the {name} thread: {e}")))
 }
 
 /// What the other members said about the cluster.
