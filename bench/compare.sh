@@ -4,12 +4,15 @@
 #
 #   bench/compare.sh [seconds-per-run]     (default 10)
 #
+# NODE=path/to/raftexample runs another build of ours (e.g. an older commit's); ONLY_OURS=1
+# skips the Go raftexample.
+#
 # Needs `cargo build --release --workspace`. Data dirs go to a temp dir on the work disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 BENCH=./target/release/raftbench
-NODE=./target/release/raftexample
+NODE=$(realpath "${NODE:-./target/release/raftexample}")
 EP=http://127.0.0.1:12380,http://127.0.0.1:22380,http://127.0.0.1:32380
 CLUSTER=http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379
 
@@ -25,7 +28,7 @@ start_ours() {
   DIR=$(mktemp -d -p "${BENCH_DIR:-/work}" rx-bench.XXXX)
   PIDS=()
   for i in 1 2 3; do
-    (cd "$DIR" && exec "$OLDPWD/$NODE" --id $i --cluster $CLUSTER --port ${i}2380 --log-level warning 2>"$DIR/node$i.log") &
+    (cd "$DIR" && exec "$NODE" --id $i --cluster $CLUSTER --port ${i}2380 --log-level warning 2>"$DIR/node$i.log") &
     PIDS+=($!)
   done
   for _ in $(seq 100); do
@@ -46,6 +49,7 @@ runs ours
 echo "ours get-serializable c=64: $($BENCH --endpoints $EP --mode get-serializable --connections 64 --duration ${SECS}s)"
 stop_ours
 
+[ -n "${ONLY_OURS:-}" ] && exit 0
 bench/run-go-raftexample.sh >/dev/null
 runs go
 bench/run-go-raftexample.sh --stop >/dev/null
