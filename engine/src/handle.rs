@@ -9,7 +9,10 @@
 //!
 //! A proposal (or read, or membership change) that arrives while no leader is known, or that
 //! raft drops (a leader transfer in progress), is retried until its deadline, as etcd does: a
-//! write sent during a failover shorter than its deadline succeeds.
+//! write sent while this node knows there is no leader succeeds once a leader is elected
+//! within its deadline. A proposal forwarded to a leader that has just died, before this node
+//! noticed (up to one election timeout), is lost with it: it ends outcome unknown at its
+//! deadline, never "known not applied" (the dead leader may have replicated it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -93,17 +93,23 @@ pub async fn start<S: StateMachine>(
         inbox_tx.clone(),
         S::validate,
     ));
-    let (hub, events) = EventHub::new(
-        initial_state(config.id, &recovered.membership, applied_index),
-        applied_rx.clone(),
-        config.events_bound,
-    );
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
         &crate::raft_logger(&logger, config.log_level),
     )
     .map_err(|e| fail(format!("raft refused the recovered state: {e}")))?;
+    // The recovered term: epochs start at it, so they keep increasing across restarts.
+    let (hub, events) = EventHub::new(
+        initial_state(
+            config.id,
+            &recovered.membership,
+            applied_index,
+            raw.raft.term,
+        ),
+        applied_rx.clone(),
+        config.events_bound,
+    );
     let transport = Transport::new(
         tokio::runtime::Handle::current(),
         recovered.cluster_id,

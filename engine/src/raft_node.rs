@@ -1253,12 +1253,12 @@ fn role_of(role: StateRole) -> Role {
     }
 }
 
-/// The state a node starts publishing with (before its first Ready).
-pub fn initial_state(id: u64, membership: &Membership, applied_index: u64) -> NodeState {
+/// The state a node starts publishing with (before its first Ready), at the recovered `term`.
+pub fn initial_state(id: u64, membership: &Membership, applied_index: u64, term: u64) -> NodeState {
     NodeState {
         id,
         role: Role::Follower,
-        term: 0,
+        term,
         leader: 0,
         serving: false,
         members: membership.iter().cloned().collect(),
