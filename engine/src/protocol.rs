@@ -135,6 +135,9 @@ pub enum Report {
         /// The application's image at `meta.index`.
         image: Vec<u8>,
     },
+    /// Forwarded proposals (`MsgPropose`) that were certainly not sent: no connection to the
+    /// leader could be made.
+    Undelivered(Vec<Message>),
     /// A peer answered 410: this node was removed while it was away.
     Removed,
 }

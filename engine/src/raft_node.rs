@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 use crate::apply::Apply;
 use crate::config::Config;
 use crate::events::{EventHub, EventKind, NodeState, Role};
-use crate::framing::{decode_image, ConfChangeContext};
+use crate::framing::{decode_entry, decode_image, ConfChangeContext, EntryData};
 use crate::limits::MAX_SIZE_PER_MSG;
 use crate::membership::{Member, Membership};
 use crate::peer_server::PeerGate;
@@ -210,6 +210,10 @@ pub struct RaftNode {
     proposals: Vec<(bytes::Bytes, Reply<()>)>,
     /// Removals of the current leader waiting for leadership to move first (trap 6).
     deferred_removals: Vec<DeferredRemoval>,
+    /// Request ID -> when to stop proposing again a forwarded proposal that never left.
+    redeliver: HashMap<u64, Instant>,
+    /// Such proposals, waiting for a known leader.
+    stranded: Vec<bytes::Bytes>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -281,6 +285,8 @@ impl RaftNode {
             transfers: Vec::new(),
             deferred_removals: Vec::new(),
             proposals: Vec::new(),
+            redeliver: HashMap::new(),
+            stranded: Vec::new(),
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -326,6 +332,7 @@ impl RaftNode {
             for report in reports.try_iter() {
                 self.handle_report(report);
             }
+            self.release_stranded();
             self.flush_proposals();
             let now = Instant::now();
             if now >= next_tick {
@@ -424,6 +431,7 @@ impl RaftNode {
                 image,
             }
             .spawn(self.job_context()),
+            Report::Undelivered(msgs) => self.propose_again(msgs),
             Report::SnapshotFailed => {
                 // Try again after a pause; a follower that needed it asks again by itself.
                 self.snapshot_started = None;
@@ -436,6 +444,39 @@ impl RaftNode {
                 );
                 self.on_removed("a peer answered that this node was removed");
             }
+        }
+    }
+
+    /// Proposals forwarded to a leader that could not even be connected to (it died, and this
+    /// node does not know yet): nobody has them, so they are proposed again, to whoever leads
+    /// next, until the request deadline. Their proposers still wait for their request IDs.
+    /// Conf changes are not: their proposer learns the outcome at its deadline.
+    fn propose_again(&mut self, msgs: Vec<Message>) {
+        let now = Instant::now();
+        let give_up = now + self.config.request_timeout;
+        self.redeliver.retain(|_, until| *until > now);
+        for e in msgs.into_iter().flat_map(|m| m.entries.into_iter()) {
+            if e.get_entry_type() != EntryType::EntryNormal {
+                continue;
+            }
+            let Ok(EntryData::Command { request_id, .. }) = decode_entry(&e.data) else {
+                continue;
+            };
+            if *self.redeliver.entry(request_id).or_insert(give_up) <= now {
+                continue;
+            }
+            self.stranded.push(e.data);
+        }
+    }
+
+    /// Proposes the stranded proposals again once a leader is known.
+    fn release_stranded(&mut self) {
+        if self.stranded.is_empty() || self.raw.raft.leader_id == 0 {
+            return;
+        }
+        for data in self.stranded.drain(..) {
+            let (done, _) = oneshot::channel();
+            self.proposals.push((data, done));
         }
     }
 

@@ -217,6 +217,12 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
             }
         }
         let body = crate::http::full(encode_batch(&batch));
+        let proposals = |batch: Vec<Message>| -> Vec<Message> {
+            batch
+                .into_iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgPropose)
+                .collect()
+        };
         let outcome = post(
             &shared,
             to,
@@ -243,6 +249,15 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
                     warn!(shared.logger, "cannot send to peer"; "peer" => to, "error" => %e, "failures" => failures + 1);
                 }
                 failures += 1;
+                // Forwarded proposals that certainly never left this node go back to the raft
+                // thread, which proposes them again (to the next leader): nobody has them, so
+                // no entry can be duplicated. After any other failure their fate is unknown.
+                if matches!(e, SendError::NotSent(_)) {
+                    let undelivered = proposals(batch);
+                    if !undelivered.is_empty() {
+                        let _ = shared.reports.send(Report::Undelivered(undelivered));
+                    }
+                }
                 let _ = shared.reports.send(Report::Unreachable(to));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -285,6 +300,9 @@ async fn run_snapshot_sender(
 /// Why a peer request failed.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
+    /// No connection could be made: the request was certainly not sent.
+    #[error("cannot connect: {0}")]
+    NotSent(String),
     #[error("request failed: {0}")]
     Http(String),
     #[error("timed out")]
@@ -317,11 +335,13 @@ async fn post(
         .body(body)
         .map_err(|e| SendError::Http(e.to_string()))?;
     let exchange = async {
-        let resp = shared
-            .client
-            .request(req)
-            .await
-            .map_err(|e| SendError::Http(e.to_string()))?;
+        let resp = shared.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                SendError::NotSent(e.to_string())
+            } else {
+                SendError::Http(e.to_string())
+            }
+        })?;
         let status = resp.status();
         let body = resp
             .into_body()
