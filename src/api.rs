@@ -22,11 +22,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use engine::config::{parse_peer_url, Config};
 use engine::http::{json, read_body, text, Answer};
-use engine::{
-    ChangeError, Conflict, Handle, MemberChange, NotApplied, ProposeError, ReadError, Status,
-};
+use engine::outcome::{applied, not_allowed, query_param, Outcomes};
+use engine::{ChangeError, Handle, MemberChange, NotApplied, ProposeError, Status};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 
@@ -40,14 +38,13 @@ pub const RESERVED: &[&str] = &[
 
 /// What every handler shares.
 pub struct Api {
-    /// The node.
-    pub node: Handle<()>,
+    node: Handle<()>,
     /// The state machine (read here, written by the engine's apply thread).
-    pub kv: Arc<KvStore>,
-    /// Configuration.
-    pub config: Arc<Config>,
+    kv: Arc<KvStore>,
+    config: Arc<Config>,
+    outcomes: Outcomes,
     /// Answers given, for `GET /metrics`.
-    pub metrics: crate::metrics::Metrics,
+    metrics: crate::metrics::Metrics,
 }
 
 /// `GET /status`: the engine's status and the KV's state digest.
@@ -137,91 +134,15 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
     }
 }
 
-fn not_allowed(allow: &'static str) -> Answer {
-    let mut answer = text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed here: use {allow}"),
-    );
-    answer
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    answer
-}
-
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 impl Api {
-    fn unavailable(&self, sentence: impl Into<String>) -> Answer {
-        let mut answer = text(StatusCode::SERVICE_UNAVAILABLE, sentence);
-        let secs = self.node.retry_after().as_secs().max(1);
-        answer
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
-        answer
-    }
-
-    fn not_applied(&self, e: NotApplied, what: &str) -> Answer {
-        match e {
-            NotApplied::TooLarge { .. } => text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{what} was not applied ({e}): send a smaller one"),
-            ),
-            NotApplied::ShuttingDown => {
-                self.unavailable(format!("{what} was not applied ({e}): use another node"))
-            }
-            _ => self.unavailable(format!(
-                "{what} was not applied ({e}): retry, possibly on another node"
-            )),
-        }
-    }
-
-    fn conflict(&self, c: Conflict) -> Answer {
-        let sentence = match c {
-            Conflict::ChangePending => {
-                "a membership change is already pending: retry once it is applied".to_string()
-            }
-            Conflict::AlreadyMember(id) => {
-                format!("node {id} is already a member: remove it first to re-add it")
-            }
-            Conflict::NotCaughtUp(id) => format!(
-                "learner {id} has not caught up with the log yet: retry the promotion shortly"
-            ),
-            Conflict::NotMember(id) => {
-                format!("node {id} is not a member that can take this change: check GET /members")
-            }
-            Conflict::UrlInUse { url, id } => format!(
-                "peer URL {url} already belongs to node {id}: give the new node its own URL"
-            ),
-        };
-        text(StatusCode::CONFLICT, sentence)
-    }
-
-    fn timed_out(&self, what: &str) -> Answer {
-        text(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "{what} timed out after {} ms: it may still take effect, read it back before retrying",
-                self.config.request_timeout.as_millis()
-            ),
-        )
-    }
-
-    fn read_failed(&self, e: ReadError) -> Answer {
-        match e {
-            ReadError::NotApplied(e) => self.not_applied(e, "the read"),
-            ReadError::Timeout { index: 0 } => {
-                text(StatusCode::GATEWAY_TIMEOUT, "the read timed out: retry")
-            }
-            ReadError::Timeout { index } => text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("this node did not reach applied index {index} in time: retry"),
-            ),
+    /// The API of `node`, reading `kv`.
+    pub fn new(node: Handle<()>, kv: Arc<KvStore>, config: Arc<Config>) -> Api {
+        Api {
+            outcomes: Outcomes::new(&config),
+            node,
+            kv,
+            config,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -253,7 +174,7 @@ impl Api {
             (None, Consistency::Linearizable) => self.node.read_barrier(deadline).await.map(|_| ()),
         };
         if let Err(e) = waited {
-            return self.read_failed(e);
+            return self.outcomes.read_failed(e);
         }
         match self.kv.get(&key) {
             Some(value) => hyper::Response::builder()
@@ -289,19 +210,13 @@ impl Api {
     async fn write(&self, command: Command<'_>, deadline: Instant) -> Answer {
         let bytes = command.encode();
         match self.node.propose(&bytes, deadline).await {
-            Ok(proposed) => {
-                let mut answer = text(StatusCode::NO_CONTENT, "");
-                let headers = answer.headers_mut();
-                headers.insert("x-raft-index", HeaderValue::from(proposed.index));
-                headers.insert("x-raft-term", HeaderValue::from(proposed.term));
-                answer
-            }
-            Err(ProposeError::NotApplied(e)) => self.not_applied(e, "the write"),
+            Ok(p) => applied(StatusCode::NO_CONTENT, p.index, p.term),
+            Err(ProposeError::NotApplied(e)) => self.outcomes.not_applied(e, "the write"),
             Err(ProposeError::Rejected(e)) => text(
                 StatusCode::BAD_REQUEST,
                 format!("the write committed as a no-op ({e}): fix the request"),
             ),
-            Err(ProposeError::Unknown) => self.timed_out("the write"),
+            Err(ProposeError::Unknown) => self.outcomes.timed_out("the write"),
         }
     }
 
@@ -338,26 +253,8 @@ impl Api {
             );
         };
         match self.node.change_membership(id, change, deadline).await {
-            Ok(applied) => {
-                let mut answer = text(StatusCode::NO_CONTENT, "");
-                let headers = answer.headers_mut();
-                headers.insert("x-raft-index", HeaderValue::from(applied.index));
-                headers.insert("x-raft-term", HeaderValue::from(applied.term));
-                answer
-            }
-            Err(e) => self.change_failed(e, "the membership change"),
-        }
-    }
-
-    fn change_failed(&self, e: ChangeError, what: &str) -> Answer {
-        match e {
-            ChangeError::NotApplied(e) => self.not_applied(e, what),
-            ChangeError::Conflict(c) => self.conflict(c),
-            ChangeError::Refused(reason) => text(
-                StatusCode::CONFLICT,
-                format!("{what} committed but was rejected: {reason}"),
-            ),
-            ChangeError::Unknown => self.timed_out(what),
+            Ok(a) => applied(StatusCode::NO_CONTENT, a.index, a.term),
+            Err(e) => self.outcomes.change_failed(e, "the membership change"),
         }
     }
 
@@ -377,10 +274,10 @@ impl Api {
         };
         match self.node.transfer_leader(to, deadline).await {
             Ok(()) => text(StatusCode::NO_CONTENT, ""),
-            Err(ChangeError::NotApplied(NotApplied::NoLeader)) => self.unavailable(
+            Err(ChangeError::NotApplied(NotApplied::NoLeader)) => self.outcomes.unavailable(
                 "this node is not the leader: send POST /leader to the leader (see GET /status)",
             ),
-            Err(e) => self.change_failed(e, "the leader transfer"),
+            Err(e) => self.outcomes.change_failed(e, "the leader transfer"),
         }
     }
 
@@ -388,7 +285,7 @@ impl Api {
         self.node
             .status(deadline)
             .await
-            .map_err(|e| self.not_applied(e, "the status request"))
+            .map_err(|e| self.outcomes.not_applied(e, "the status request"))
     }
 
     async fn status_answer(&self, deadline: Instant) -> Answer {
@@ -441,7 +338,7 @@ impl Api {
         };
         match report.health(self.config.snapshot_count) {
             Ok(()) => text(StatusCode::OK, "healthy"),
-            Err(reason) => self.unavailable(reason),
+            Err(reason) => self.outcomes.unavailable(reason),
         }
     }
 }

@@ -98,8 +98,9 @@ impl<S: StateMachine> ApplyWorker<S> {
             }
         }
         self.applied = last;
-        self.waiters.complete_all(done);
+        // The applied index first: a proposer that got its answer must find it applied.
         self.applied_tx.send_replace(last.index);
+        self.waiters.complete_all(done);
     }
 
     /// Applies one normal entry; returns the proposer's outcome, if it has a request ID.

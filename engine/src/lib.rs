@@ -67,8 +67,11 @@
 //!   (raft storage); `recovery.rs` (bootstrap and restart); `apply.rs` (the apply thread);
 //!   `snapshot_builder.rs` (the snapshot thread); [`membership`]; `waiters.rs`.
 //! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP;
-//!   [`http`]: the HTTP plumbing applications reuse for their own API.
+//!   [`http`]: the HTTP plumbing applications reuse for their own API; [`outcome`]: how the
+//!   engine's outcomes read over HTTP (the same codes and sentences in every application);
+//!   [`app`]: what every application's `main` does (runtime, client port, signals, stop order).
 
+pub mod app;
 pub mod apply;
 pub mod config;
 pub mod events;
@@ -78,6 +81,7 @@ pub mod http;
 pub mod limits;
 pub mod membership;
 pub mod node;
+pub mod outcome;
 pub mod peer_server;
 pub mod protocol;
 mod raft_node;

@@ -1,0 +1,112 @@
+//! What every application's `main` does around the engine, in one place: the runtime, the
+//! client listener, the start order, signals and the stop order.
+//!
+//! Start order: bind the client listener (a taken port is a clear error, before anything
+//! touches disk), start the engine ([`crate::start`]: peer port, join handshake, recovery,
+//! threads), let the application start its own tasks, then serve clients. Stop order
+//! (SIGINT/SIGTERM, or this node was removed): stop accepting clients, let the engine hand
+//! leadership away, sync and stop, then let in-flight requests drain.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use slog::{info, Logger};
+use tokio::net::TcpListener;
+
+use crate::http::Answer;
+use crate::{Config, Exit, Handle, StartError, StateMachine};
+
+/// Runs `name` (for messages) until it is told to stop or removed: builds the runtime, starts
+/// the engine around `machine`, calls `wire` with the handle to get the client request handler
+/// (and to start the application's own tasks), and serves it on `--port`. Returns the process
+/// exit code: 0 after a clean stop, 1 when the node could not start.
+pub fn run<S, W, H, F>(name: &str, config: Config, machine: S, wire: W) -> i32
+where
+    S: StateMachine,
+    W: FnOnce(Handle<S::Output>, &Logger) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send + 'static,
+{
+    let logger = crate::logger(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let served = runtime.block_on(serve(Arc::new(config), machine, wire, logger.clone()));
+    match served {
+        Ok(_) => 0,
+        Err(e) => {
+            slog::crit!(logger, "cannot start"; "error" => %e);
+            eprintln!("{name}: {e}");
+            1
+        }
+    }
+}
+
+async fn serve<S, W, H, F>(
+    config: Arc<Config>,
+    machine: S,
+    wire: W,
+    logger: Logger,
+) -> Result<Exit, StartError>
+where
+    S: StateMachine,
+    W: FnOnce(Handle<S::Output>, &Logger) -> H,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send + 'static,
+{
+    let client_listener = TcpListener::bind(config.client_addr).await.map_err(|e| {
+        StartError(format!(
+            "cannot listen for clients on {}: {e} (pick another --port)",
+            config.client_addr
+        ))
+    })?;
+    let node = crate::start(config.clone(), machine, logger.clone()).await?;
+    let handle = node.handle();
+    let handler = wire(handle.clone(), &logger);
+    let (client_stop_tx, client_stop) = tokio::sync::watch::channel(false);
+    let client_server = tokio::spawn(crate::http::serve(
+        client_listener,
+        node.client_connections(),
+        handler,
+        client_stop,
+        logger.new(slog::o!("part" => "api")),
+    ));
+    info!(logger, "serving";
+        "id" => config.id, "clients" => %config.client_addr, "peers" => %config.peer_addr);
+    let stopped = node.wait();
+    tokio::pin!(stopped);
+    let exit = tokio::select! {
+        exit = &mut stopped => exit?,
+        _ = shutdown_signal() => {
+            info!(logger, "signal received: shutting down");
+            let _ = client_stop_tx.send(true);
+            handle.shutdown();
+            stopped.await?
+        }
+    };
+    let _ = client_stop_tx.send(true);
+    let _ = client_server.await;
+    Ok(exit)
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
