@@ -103,8 +103,11 @@ pub struct Config {
     pub snap_dir: PathBuf,
     /// Client API listen address.
     pub client_addr: SocketAddr,
-    /// Peer API listen address.
+    /// Peer API listen address (`--listen-peer-addr`, else the host and port of this node's
+    /// `--cluster` URL; a node with data listens on its stored URL instead, see `node.rs`).
     pub peer_addr: SocketAddr,
+    /// `--listen-peer-addr` was given: listen there whatever the store says.
+    pub peer_addr_given: bool,
     /// Local IP for outgoing peer connections.
     pub peer_source_addr: Option<IpAddr>,
     /// Applied entries between snapshots.
@@ -223,6 +226,7 @@ impl Config {
             snap_dir: PathBuf::from(snap_dir),
             client_addr: SocketAddr::new(args.listen_client_addr, args.port),
             peer_addr,
+            peer_addr_given: args.listen_peer_addr.is_some(),
             peer_source_addr: args.peer_source_addr,
             snapshot_count: args.snapshot_count,
             snapshot_catchup_entries: args.snapshot_catchup_entries,
@@ -242,6 +246,31 @@ impl Config {
     /// One election timeout (`--tick-interval-ms` x `--election-ticks`).
     pub fn election_timeout(&self) -> Duration {
         self.tick_interval * self.election_ticks as u32
+    }
+
+    /// Every difference between `--cluster` and the stored `membership`, one phrase each
+    /// (empty when they agree or nothing is stored yet).
+    pub fn cluster_differences(&self, membership: &crate::Membership) -> Vec<String> {
+        if membership.iter().next().is_none() {
+            return Vec::new();
+        }
+        let mut diffs = Vec::new();
+        for m in membership.iter() {
+            match self.cluster_url(m.id) {
+                Some(url) if url.eq_ignore_ascii_case(&m.url) => {}
+                Some(url) => diffs.push(format!(
+                    "node {} is {} in the store but {url} in --cluster",
+                    m.id, m.url
+                )),
+                None => diffs.push(format!("member {} ({}) is not in --cluster", m.id, m.url)),
+            }
+        }
+        for id in 1..=self.cluster.len() as u64 {
+            if membership.get(id).is_none() {
+                diffs.push(format!("--cluster lists node {id}, which is not a member"));
+            }
+        }
+        diffs
     }
 
     /// The peer URL of node `id` according to `--cluster`, if it lists one.
@@ -284,7 +313,11 @@ pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
     Ok((host.to_string(), port))
 }
 
-fn resolve(url: &str) -> Result<SocketAddr, ConfigError> {
+/// The socket address of a peer URL.
+///
+/// # Errors
+/// A sentence when the URL does not parse or its host does not resolve.
+pub fn resolve(url: &str) -> Result<SocketAddr, ConfigError> {
     let (host, port) = parse_peer_url(url)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (host, port)

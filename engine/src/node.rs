@@ -65,12 +65,13 @@ pub async fn start<S: StateMachine>(
     let (max_clients, max_peers) = crate::limits::connection_bounds(nofile);
     info!(logger, "open-file limit"; "nofile" => nofile,
         "max_client_connections" => max_clients, "max_peer_connections" => max_peers);
-    let peer_listener = TcpListener::bind(config.peer_addr).await.map_err(|e| {
-        fail(format!(
-            "cannot listen for peers on {}: {e} (is another node using this --cluster URL?)",
-            config.peer_addr
-        ))
-    })?;
+    // A fresh node listens on its --cluster URL at once (a taken port is refused before
+    // anything touches disk); a node with data listens where the store says it lives.
+    let fresh = !wal::Wal::exists(&config.wal_dir);
+    let early_listener = match fresh {
+        true => Some(bind_peers(config.peer_addr).await?),
+        false => None,
+    };
     let snapshotter = snap::Snapshotter::new(&config.snap_dir).map_err(|e| {
         fail(format!(
             "cannot use the snapshot directory {}: {e}",
@@ -78,6 +79,10 @@ pub async fn start<S: StateMachine>(
         ))
     })?;
     let recovered = recover_node(&config, &snapshotter, &logger).await?;
+    let peer_listener = match early_listener {
+        Some(listener) => listener,
+        None => bind_peers(stored_peer_addr(&config, &recovered.membership, &logger)?).await?,
+    };
     let (applied_index, applied_term) = recovered.applied;
     restore_machine(&mut machine, recovered.snapshot.as_ref(), applied_index)?;
 
@@ -247,6 +252,39 @@ async fn recover_node(
         )));
     }
     Ok(recovered)
+}
+
+async fn bind_peers(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        fail(format!(
+            "cannot listen for peers on {addr}: {e} (is another node using this --cluster URL?)"
+        ))
+    })
+}
+
+/// After bootstrap the stored membership is the truth (as etcd ignores `--initial-cluster` once
+/// a data dir exists): this node listens on its stored URL, unless `--listen-peer-addr` says
+/// otherwise. Every difference between `--cluster` and the store is logged in one warning.
+fn stored_peer_addr(
+    config: &Config,
+    membership: &crate::Membership,
+    logger: &Logger,
+) -> Result<std::net::SocketAddr, StartError> {
+    let diffs = config.cluster_differences(membership);
+    if !diffs.is_empty() {
+        warn!(
+            logger,
+            "--cluster differs from the stored membership, which wins: {}",
+            diffs.join("; ")
+        );
+    }
+    if config.peer_addr_given {
+        return Ok(config.peer_addr);
+    }
+    match membership.get(config.id) {
+        Some(me) => crate::config::resolve(&me.url).map_err(|e| fail(e.to_string())),
+        None => Ok(config.peer_addr),
+    }
 }
 
 /// Loads the application's image from the recovered snapshot (the state at `index`).

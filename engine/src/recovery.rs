@@ -161,7 +161,7 @@ pub fn recover(
         .map(|s| (s.get_metadata().index, s.get_metadata().term))
         .unwrap_or((0, 0));
     let (wal, replay) = wal::Wal::open(dir, at, options)
-        .map_err(|e| fail(format!("cannot open the WAL in {}: {e}", dir.display())))?;
+        .map_err(|e| wal_refusal(dir, snapshotter.dir(), at.0, &e))?;
     check_owner(config, replay.metadata, dir)?;
     check_terms(&replay, at.1, dir)?;
 
@@ -196,6 +196,44 @@ pub fn recover(
         cluster_id: replay.metadata.cluster_id,
         applied: at,
     })
+}
+
+/// The sentence for a WAL that cannot be opened from the snapshot at `index`. When newer
+/// snapshot files were found damaged (set aside as `*.broken`, now or at an earlier start), the
+/// damage is theirs: the WAL was released up to them, so it no longer holds the entries after
+/// `index`. Name those files, not the WAL.
+fn wal_refusal(wal_dir: &Path, snap_dir: &Path, index: u64, e: &wal::Error) -> StartError {
+    let broken = newer_broken_snapshots(snap_dir, index);
+    if broken.is_empty() {
+        return fail(format!("cannot open the WAL in {}: {e}", wal_dir.display()));
+    }
+    fail(format!(
+        "the newest snapshot file(s) {} are damaged (set aside as .broken) and the WAL in {} \
+         was already released up to them, so it cannot replay from the older snapshot at index \
+         {index} ({e}): restore the snapshot file from a backup, or remove this member \
+         (curl -XDELETE <member>/<id>), wipe its data dirs and add it back under a new ID",
+        broken.join(", "),
+        wal_dir.display()
+    ))
+}
+
+/// `*.snap.broken` files in `snap_dir` whose index is above `index`, newest first.
+fn newer_broken_snapshots(snap_dir: &Path, index: u64) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(snap_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            let stem = name.strip_suffix(".snap.broken")?;
+            let file_index = u64::from_str_radix(stem.split_once('-')?.1, 16).ok()?;
+            (file_index > index).then(|| (file_index, path.display().to_string()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.into_iter().map(|(_, path)| path).collect()
 }
 
 /// Refuses a WAL whose hard state, snapshot or entries carry a term above
