@@ -232,7 +232,7 @@ fn newer_broken_snapshots(snap_dir: &Path, index: u64) -> Vec<String> {
             (file_index > index).then(|| (file_index, path.display().to_string()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, path)| path).collect()
 }
 
