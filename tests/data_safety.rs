@@ -98,3 +98,93 @@ fn restarting_all_with_a_permuted_cluster_list_keeps_working() {
         assert!(warning.contains("in the store but"), "{warning}");
     }
 }
+
+/// Mounts a tmpfs of `size` (e.g. "16k") on `dir`; `None` (with the reason printed) when this
+/// process may not mount (not root, or no tmpfs), so the caller skips visibly.
+fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Option<()> {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(()),
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs on {} ({}): run as root to test a full disk",
+                dir.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cannot run mount ({e}): run as root to test a full disk");
+            None
+        }
+    }
+}
+
+fn remount(dir: &std::path::Path, size: &str) {
+    let ok = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}")])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "remount {}", dir.display());
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+// Intent: a snapshot directory that fills up (ENOSPC on our own snapshot save) no longer
+// aborts the node: writes keep being acknowledged (the WAL holds everything), the failed save
+// is retried, and once space is back a snapshot is saved and every key is still there, also
+// after a restart.
+#[test]
+fn a_full_snapshot_disk_is_retried_not_fatal() {
+    let mut c = Cluster::new(1, &["--snapshot-count", "10"]);
+    let snap_dir = c.dir().join("raftexample-1-snap");
+    if mount_tmpfs(&snap_dir, "16k").is_none() {
+        return;
+    }
+    let _unmount = Unmount(snap_dir.clone());
+    c.node_mut(1).start();
+    c.wait_leader();
+    let value = "x".repeat(2000);
+    for i in 0..40 {
+        c.put_eventually(1, &format!("f{i}"), &value);
+    }
+    support::poll(Duration::from_secs(20), "a failed snapshot save", || {
+        c.node(1)
+            .log()
+            .contains("snapshot not made, retrying later")
+            .then_some(())
+    });
+    for i in 40..50 {
+        c.put_eventually(1, &format!("f{i}"), &value);
+    }
+    assert!(c.node_mut(1).is_running(), "the node died on a full disk");
+    let before = c.snap_files(1);
+    remount(&snap_dir, "8m");
+    support::poll(
+        Duration::from_secs(20),
+        "a snapshot once space is back",
+        || (c.snap_files(1) > before).then_some(()),
+    );
+    assert_eq!(c.node_mut(1).terminate(), Some(0));
+    c.node_mut(1).start();
+    c.wait_leader();
+    for i in 0..50 {
+        let r = c.node(1).get(&format!("f{i}")).unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 2000), "f{i}");
+    }
+}

@@ -124,7 +124,8 @@ pub enum Report {
     },
     /// The snapshot thread saved the snapshot file with this metadata; the WAL mark comes next.
     SnapshotSaved(SnapshotMetadata),
-    /// The snapshot thread could not read the previous snapshot; nothing was written.
+    /// The snapshot thread could not make the snapshot (reading the previous one or writing
+    /// the new file failed); no file was marked, the WAL still holds everything.
     SnapshotFailed,
     /// The apply thread produced this image for a snapshot (image strategy).
     SnapshotImage {

@@ -13,9 +13,13 @@
 //!   merged image into the new file. The live state is never touched.
 //!
 //! Either way it reports [`Report::SnapshotSaved`]; the raft thread then writes the WAL mark
-//! (file first, mark second) and compacts. A failure to *read* the previous snapshot is not on
-//! the durability path (the WAL still holds every entry): it is reported
-//! ([`Report::SnapshotFailed`]) and retried later. A failure to *write* the new file is fatal.
+//! (file first, mark second) and compacts. Until that mark the WAL holds every entry, so a
+//! snapshot is never on the durability path: a failure to read the previous snapshot or to
+//! write the new file (a full disk, say) is reported ([`Report::SnapshotFailed`]) and retried
+//! later. A failed write leaves no file under the final name (the snap crate writes a temp
+//! file, fsyncs and renames it, and removes the temp file on failure), and a file renamed but
+//! not yet marked is ignored at recovery; a retry writes the file anew, so no page of a failed
+//! fsync is ever trusted.
 
 use std::io::Read;
 use std::time::Instant;
@@ -94,7 +98,8 @@ impl SnapshotJob {
                     ..Default::default()
                 };
                 if let Err(e) = cx.files.save(&snapshot) {
-                    crate::fatal(&cx.logger, "cannot save a snapshot file", &e);
+                    give_up(cx, meta.index, "cannot save the snapshot file", &e);
+                    return;
                 }
                 (meta, snapshot.data.len() as u64)
             }
@@ -126,9 +131,7 @@ fn merge(
 ) -> Option<u64> {
     let commands = commands(entries);
     let give_up = |what: &str, e: &dyn std::fmt::Display| {
-        error!(cx.logger, "snapshot not made, retrying later: {}", what;
-            "index" => meta.index, "error" => %e);
-        let _ = cx.reports.send(Report::SnapshotFailed);
+        give_up(cx, meta.index, what, e);
         None
     };
     // First pass: size the merge, and check the previous file's CRC before writing.
@@ -151,7 +154,6 @@ fn merge(
     if let Err(e) = read_envelope(&mut prev) {
         return give_up("cannot reread the previous snapshot", &e);
     }
-    // Writing the new file is on the durability path: its failure stays fatal.
     let saved = cx
         .files
         .save_streamed(meta, bytes, |w| {
@@ -160,9 +162,16 @@ fn merge(
         })
         .and_then(|path| prev.finish().map(|()| path));
     if let Err(e) = saved {
-        crate::fatal(&cx.logger, "cannot save a snapshot file", &e);
+        return give_up("cannot save the snapshot file", &e);
     }
     Some(bytes)
+}
+
+/// Reports a snapshot that was not made; the raft thread tries again later.
+fn give_up(cx: &JobContext, index: u64, what: &str, e: &dyn std::fmt::Display) {
+    error!(cx.logger, "snapshot not made, retrying later: {}", what;
+        "index" => index, "error" => %e);
+    let _ = cx.reports.send(Report::SnapshotFailed);
 }
 
 /// The application commands among `entries`, in order (the same decoder as the apply thread;
