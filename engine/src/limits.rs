@@ -53,6 +53,15 @@ pub fn max_request_body_bytes() -> usize {
     max_entry_data_bytes() - MAX_REQUEST_HEAD_BYTES
 }
 
+/// A snapshot is also due once the entry bytes committed since the last one reach the larger of
+/// this and the last image's size (besides `--snapshot-count` entries): with large values the
+/// in-memory raft log and the WAL then track the live data, not the number of writes.
+pub const SNAPSHOT_MIN_LOGGED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Catch-up entries kept after compaction are bounded by this many bytes as well as by
+/// `--snapshot-catchup-entries`.
+pub const CATCHUP_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// File descriptors kept free for files and peer links whatever the client load: WAL segments,
 /// snapshot files (a snapshot thread, a follower's snapshot send, one received), the
 /// listeners, outgoing peer connections, the runtime's own.

@@ -122,8 +122,13 @@ pub enum Report {
         /// Delivered.
         ok: bool,
     },
-    /// The snapshot thread saved the snapshot file with this metadata; the WAL mark comes next.
-    SnapshotSaved(SnapshotMetadata),
+    /// The snapshot thread saved the snapshot file; the WAL mark comes next.
+    SnapshotSaved {
+        /// Its metadata.
+        meta: SnapshotMetadata,
+        /// Bytes of its image (envelope included).
+        bytes: u64,
+    },
     /// The snapshot thread could not make the snapshot (reading the previous one or writing
     /// the new file failed); no file was marked, the WAL still holds everything.
     SnapshotFailed,

@@ -214,6 +214,12 @@ pub struct RaftNode {
     redeliver: HashMap<u64, Instant>,
     /// Such proposals, waiting for a known leader.
     stranded: Vec<bytes::Bytes>,
+    /// Entry bytes committed since the snapshot in flight (or the last one) started.
+    logged_bytes: u64,
+    /// The bytes the snapshot in flight covers (given back if it fails).
+    job_logged_bytes: u64,
+    /// Size of the last image saved.
+    last_image_bytes: u64,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -287,6 +293,9 @@ impl RaftNode {
             proposals: Vec::new(),
             redeliver: HashMap::new(),
             stranded: Vec::new(),
+            logged_bytes: 0,
+            job_logged_bytes: 0,
+            last_image_bytes: 0,
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -420,7 +429,10 @@ impl RaftNode {
                 };
                 self.raw.report_snapshot(to, status);
             }
-            Report::SnapshotSaved(meta) => self.on_snapshot_saved(meta),
+            Report::SnapshotSaved { meta, bytes } => {
+                self.last_image_bytes = bytes;
+                self.on_snapshot_saved(meta)
+            }
             Report::SnapshotImage {
                 meta,
                 membership,
@@ -435,6 +447,7 @@ impl RaftNode {
             Report::SnapshotFailed => {
                 // Try again after a pause; a follower that needed it asks again by itself.
                 self.snapshot_started = None;
+                self.logged_bytes += self.job_logged_bytes;
                 self.next_snapshot_at = Instant::now() + SNAPSHOT_RETRY;
             }
             Report::Removed => {
@@ -864,6 +877,7 @@ impl RaftNode {
             return;
         };
         let last_index = last.index;
+        self.logged_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         for e in &entries {
             match e.get_entry_type() {
                 EntryType::EntryConfChange => self.apply_conf_change(e),
@@ -1037,7 +1051,10 @@ impl RaftNode {
         if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
             return;
         }
-        if !wanted && self.sent_index - self.snapshot_index < self.config.snapshot_count {
+        let by_count = self.sent_index - self.snapshot_index >= self.config.snapshot_count;
+        let by_bytes = self.logged_bytes
+            >= crate::limits::SNAPSHOT_MIN_LOGGED_BYTES.max(self.last_image_bytes);
+        if !wanted && !by_count && !by_bytes {
             return;
         }
         if Instant::now() < self.next_snapshot_at {
@@ -1067,6 +1084,7 @@ impl RaftNode {
         };
         meta.set_conf_state(self.conf_state.clone());
         self.snapshot_started = Some(Instant::now());
+        self.job_logged_bytes = std::mem::take(&mut self.logged_bytes);
         let membership = self.membership.clone();
         match self.plan_merge {
             Some(plan) => SnapshotJob::Merge {
@@ -1119,7 +1137,8 @@ impl RaftNode {
         store.set_snapshot(meta.clone());
         let compact_to = meta
             .index
-            .saturating_sub(self.config.snapshot_catchup_entries);
+            .saturating_sub(self.config.snapshot_catchup_entries)
+            .max(store.index_keeping_bytes(meta.index, crate::limits::CATCHUP_MAX_BYTES));
         if compact_to > 0 {
             store.compact(compact_to);
         }

@@ -116,7 +116,7 @@ impl SnapshotJob {
         };
         info!(cx.logger, "snapshot saved";
             "index" => meta.index, "bytes" => bytes, "ms" => started.elapsed().as_millis() as u64);
-        let _ = cx.reports.send(Report::SnapshotSaved(meta));
+        let _ = cx.reports.send(Report::SnapshotSaved { meta, bytes });
     }
 }
 

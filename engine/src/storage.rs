@@ -121,6 +121,23 @@ impl RaftStorage {
         self.entries.drain(..drop);
     }
 
+    /// The lowest index to compact to so that the entries kept up to `upto` hold at most
+    /// `max_bytes` of data (0 when everything fits).
+    pub fn index_keeping_bytes(&self, upto: u64, max_bytes: u64) -> u64 {
+        let upto = upto.min(self.last());
+        let mut kept = 0u64;
+        let mut index = upto;
+        while index > self.offset_index {
+            let e = &self.entries[(index - self.offset_index - 1) as usize];
+            kept += e.data.len() as u64;
+            if kept > max_bytes {
+                return index;
+            }
+            index -= 1;
+        }
+        0
+    }
+
     /// Remembers that a follower still needs a fresh snapshot.
     pub fn want_snapshot(&self) {
         self.snapshot_wanted.set(true);
@@ -225,6 +242,24 @@ mod tests {
         s.mut_metadata().mut_conf_state().voters = voters;
         s.data = bytes::Bytes::from_static(b"image");
         s
+    }
+
+    // Intent: the byte bound on catch-up entries keeps the newest entries whose data fits it.
+    #[test]
+    fn index_keeping_bytes_keeps_the_newest_entries_that_fit() {
+        let mut s = RaftStorage::default();
+        let mut entries = Vec::new();
+        for i in 1..=5u64 {
+            let mut e = entry(i, 1);
+            e.data = vec![0u8; 10].into();
+            entries.push(e);
+        }
+        s.append(entries);
+        assert_eq!(s.index_keeping_bytes(5, 100), 0);
+        assert_eq!(s.index_keeping_bytes(5, 30), 2);
+        assert_eq!(s.index_keeping_bytes(5, 25), 3);
+        assert_eq!(s.index_keeping_bytes(4, 10), 3);
+        assert_eq!(s.index_keeping_bytes(5, 0), 5);
     }
 
     // Intent: append replaces a conflicting suffix, compact keeps the term of the compaction
