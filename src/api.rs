@@ -29,7 +29,7 @@ use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 
 use crate::command::Command;
-use crate::kv::KvStore;
+use crate::kv::{KvOutput, KvStore};
 
 /// First path segments that are API names, not raftexample keys.
 pub const RESERVED: &[&str] = &[
@@ -38,11 +38,13 @@ pub const RESERVED: &[&str] = &[
 
 /// What every handler shares.
 pub struct Api {
-    node: Handle<()>,
+    node: Handle<KvOutput>,
     /// The state machine (read here, written by the engine's apply thread).
     kv: Arc<KvStore>,
     config: Arc<Config>,
     outcomes: Outcomes,
+    /// `--quota-bytes`, carried by every put.
+    quota: u64,
     /// Answers given, for `GET /metrics`.
     metrics: crate::metrics::Metrics,
 }
@@ -136,9 +138,10 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
 
 impl Api {
     /// The API of `node`, reading `kv`.
-    pub fn new(node: Handle<()>, kv: Arc<KvStore>, config: Arc<Config>) -> Api {
+    pub fn new(node: Handle<KvOutput>, kv: Arc<KvStore>, config: Arc<Config>, quota: u64) -> Api {
         Api {
             outcomes: Outcomes::new(&config),
+            quota,
             node,
             kv,
             config,
@@ -201,6 +204,7 @@ impl Api {
             Command::Put {
                 key: &key,
                 value: &value,
+                quota: self.quota,
             },
             deadline,
         )
@@ -210,7 +214,17 @@ impl Api {
     async fn write(&self, command: Command<'_>, deadline: Instant) -> Answer {
         let bytes = command.encode();
         match self.node.propose(&bytes, deadline).await {
-            Ok(p) => applied(StatusCode::NO_CONTENT, p.index, p.term),
+            Ok(p) => match p.output {
+                KvOutput::Done => applied(StatusCode::NO_CONTENT, p.index, p.term),
+                KvOutput::OverQuota { after, quota } => text(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!(
+                        "the write was not applied: it would take the data to {after} bytes, \
+                         above the space quota of {quota} bytes (--quota-bytes): delete keys or \
+                         raise the quota"
+                    ),
+                ),
+            },
             Err(ProposeError::NotApplied(e)) => self.outcomes.not_applied(e, "the write"),
             Err(ProposeError::Rejected(e)) => text(
                 StatusCode::BAD_REQUEST,

@@ -3,24 +3,32 @@
 //! ```text
 //! command: [kind u8][key_len u32 LE][key][value ...]
 //!          kind 1 = put (value = the rest), kind 2 = delete (no value)
+//!          kind 3 = [3][quota u64 LE][key_len u32 LE][key][value ...]: a put that is refused
+//!                   at apply, on every replica alike, if it would take the keys and values
+//!                   above `quota` bytes (the proposer's `--quota-bytes`)
 //! ```
+//! This release writes kinds 3 and 2; kind 1 (release 0.1's put) reads as a put without quota.
 //! The engine adds its framing (format byte, request ID) around these bytes. Release 0.1 wrote
 //! `[kind][request_id][key_len][key][value]`; the engine hands such old entries over as
 //! `[kind][key_len][key][value]`, so one decoder serves both (see `engine::framing`).
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_PUT_WITHIN: u8 = 3;
 const HEADER_BYTES: usize = 1 + 4;
+const QUOTA_BYTES: usize = 8;
 
 /// A state machine command, borrowing its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// Set `key` to `value`.
+    /// Set `key` to `value`, unless that would take the data above `quota` bytes.
     Put {
         /// Key.
         key: &'a [u8],
         /// Value.
         value: &'a [u8],
+        /// Most bytes of keys and values the map may hold after this put (`u64::MAX`: none).
+        quota: u64,
     },
     /// Remove `key`.
     Delete {
@@ -39,11 +47,14 @@ impl<'a> Command<'a> {
     /// The command's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, key, value) = match self {
-            Command::Put { key, value } => (KIND_PUT, key, *value),
+            Command::Put { key, value, .. } => (KIND_PUT_WITHIN, key, *value),
             Command::Delete { key } => (KIND_DELETE, key, &[][..]),
         };
-        let mut out = Vec::with_capacity(HEADER_BYTES + key.len() + value.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + QUOTA_BYTES + key.len() + value.len());
         out.push(kind);
+        if let Command::Put { quota, .. } = self {
+            out.extend_from_slice(&quota.to_le_bytes());
+        }
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(value);
@@ -55,19 +66,33 @@ impl<'a> Command<'a> {
     /// # Errors
     /// [`DecodeError`] when the bytes are not a command.
     pub fn decode(data: &'a [u8]) -> Result<Command<'a>, DecodeError> {
-        if data.len() < HEADER_BYTES {
+        let Some(&kind) = data.first() else {
+            return Err(DecodeError("empty"));
+        };
+        let (quota, rest) = if kind == KIND_PUT_WITHIN {
+            let quota = data
+                .get(1..1 + QUOTA_BYTES)
+                .ok_or(DecodeError("shorter than the quota"))?;
+            let quota = u64::from_le_bytes(quota.try_into().expect("8 bytes"));
+            (quota, &data[1 + QUOTA_BYTES..])
+        } else {
+            (u64::MAX, &data[1..])
+        };
+        if rest.len() < HEADER_BYTES - 1 {
             return Err(DecodeError("shorter than the header"));
         }
-        let key_len = u32::from_le_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
-        let key_end = HEADER_BYTES
+        let key_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let key_end = 4usize
             .checked_add(key_len)
-            .filter(|end| *end <= data.len())
+            .filter(|end| *end <= rest.len())
             .ok_or(DecodeError("key runs past the end"))?;
-        let key = &data[HEADER_BYTES..key_end];
-        match data[0] {
-            KIND_PUT => Ok(Command::Put {
+        let key = &rest[4..key_end];
+        let data = rest;
+        match kind {
+            KIND_PUT | KIND_PUT_WITHIN => Ok(Command::Put {
                 key,
                 value: &data[key_end..],
+                quota,
             }),
             KIND_DELETE if key_end == data.len() => Ok(Command::Delete { key }),
             KIND_DELETE => Err(DecodeError("delete with trailing bytes")),
@@ -86,6 +111,7 @@ mod tests {
         let put = Command::Put {
             key: b"k",
             value: b"value",
+            quota: 1 << 40,
         };
         let del = Command::Delete { key: b"key" };
         for c in [&put, &del] {
@@ -97,7 +123,7 @@ mod tests {
             let _ = Command::decode(&data[..cut]);
         }
         let mut huge = data.clone();
-        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Command::decode(&huge).is_err());
         assert!(Command::decode(&[9, 0, 0, 0, 0]).is_err());
     }
@@ -126,7 +152,8 @@ mod golden {
             Command::decode(&command).unwrap(),
             Command::Put {
                 key: b"k",
-                value: b"v1"
+                value: b"v1",
+                quota: u64::MAX,
             }
         );
         let old_delete = Bytes::from_static(&[2, 9, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'a', b'b']);

@@ -14,10 +14,12 @@
 
 use engine::http::{sse, sse_frame, Answer, SSE_BOUND};
 use engine::{Event, EventKind, Handle};
+
+use crate::kv::KvOutput;
 use serde_json::json;
 
 /// The streaming answer for one subscriber.
-pub fn answer(node: &Handle<()>) -> Answer {
+pub fn answer(node: &Handle<KvOutput>) -> Answer {
     let mut events = node.subscribe();
     let id = node.config().id;
     let (tx, rx) = tokio::sync::mpsc::channel(SSE_BOUND);

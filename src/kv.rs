@@ -101,6 +101,8 @@ impl std::fmt::Debug for Pair {
 pub struct KvState {
     map: HashSet<Pair>,
     digest: u64,
+    /// Bytes of all keys and values (what `--quota-bytes` bounds).
+    bytes: u64,
     /// Index of the last entry applied to this state.
     pub applied_index: u64,
 }
@@ -119,15 +121,27 @@ impl KvState {
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.digest ^= pair_hash(key, value);
+        self.bytes += (key.len() + value.len()) as u64;
         if let Some(old) = self.map.replace(Pair::new(key, value)) {
             self.digest ^= pair_hash(old.key(), old.value());
+            self.bytes -= (old.key().len() + old.value().len()) as u64;
         }
+    }
+
+    /// The bytes of keys and values after putting `value` at `key`.
+    fn bytes_after_put(&self, key: &[u8], value: &[u8]) -> u64 {
+        let old = self
+            .map
+            .get(key)
+            .map_or(0, |p| (p.key().len() + p.value().len()) as u64);
+        self.bytes - old + (key.len() + value.len()) as u64
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &[u8]) {
         if let Some(old) = self.map.take(key) {
             self.digest ^= pair_hash(old.key(), old.value());
+            self.bytes -= (old.key().len() + old.value().len()) as u64;
         }
     }
 }
@@ -144,6 +158,11 @@ impl KvStore {
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.read().map.len()
+    }
+
+    /// Bytes of all keys and values.
+    pub fn bytes(&self) -> u64 {
+        self.read().bytes
     }
 
     /// True when there are no keys.
@@ -208,19 +227,46 @@ impl KvMachine {
     }
 }
 
+/// What applying a command did, for its proposer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOutput {
+    /// Done.
+    Done,
+    /// A put refused (nothing changed): it would take the data to `after` bytes, above
+    /// `quota`.
+    OverQuota {
+        /// Bytes the put would have left.
+        after: u64,
+        /// The put's quota.
+        quota: u64,
+    },
+}
+
+/// Whether a put that takes the data from `before` to `after` bytes stays within `quota`. A
+/// put that does not grow the data is always allowed (as deletes are).
+fn within_quota(before: u64, after: u64, quota: u64) -> bool {
+    after <= quota || after <= before
+}
+
 impl StateMachine for KvMachine {
-    type Output = ();
+    type Output = KvOutput;
     const MERGES_SNAPSHOTS: bool = true;
 
-    fn apply(&mut self, c: Committed<'_>) -> Result<(), Rejected> {
+    fn apply(&mut self, c: Committed<'_>) -> Result<KvOutput, Rejected> {
         let command = Command::decode(c.bytes).map_err(|e| Rejected(e.to_string()));
         self.store.write_batch(|map| {
             map.applied_index = c.index;
             match command? {
-                Command::Put { key, value } => map.put(key, value),
+                Command::Put { key, value, quota } => {
+                    let after = map.bytes_after_put(key, value);
+                    if !within_quota(map.bytes, after, quota) {
+                        return Ok(KvOutput::OverQuota { after, quota });
+                    }
+                    map.put(key, value)
+                }
                 Command::Delete { key } => map.delete(key),
             }
-            Ok(())
+            Ok(KvOutput::Done)
         })
     }
 
@@ -240,26 +286,8 @@ impl StateMachine for KvMachine {
         previous: &mut dyn Read,
         commands: &[Bytes],
     ) -> std::io::Result<Box<dyn MergedImage>> {
-        Ok(Box::new(MergePlan::new(previous, overlay(commands))?))
+        Ok(Box::new(MergePlan::new(previous, commands)?))
     }
-}
-
-/// The net effect of `commands` on the map: the last write of each key wins. Undecodable
-/// commands are skipped, as `apply` rejects them.
-fn overlay(commands: &[Bytes]) -> Overlay {
-    let mut overlay = Overlay::new();
-    for c in commands {
-        match Command::decode(c) {
-            Ok(Command::Put { key, value }) => {
-                overlay.insert(c.slice_ref(key), Some(c.slice_ref(value)));
-            }
-            Ok(Command::Delete { key }) => {
-                overlay.insert(c.slice_ref(key), None);
-            }
-            Err(_) => {}
-        }
-    }
-    overlay
 }
 
 fn push_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -272,43 +300,108 @@ fn push_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 /// The changes made by a run of committed entries: key -> new value, or `None` for deleted.
 pub type Overlay = HashMap<Bytes, Option<Bytes>>;
 
-/// A new image = a previous image with an [`Overlay`] applied, written without building the
-/// map or holding the previous image in memory: the previous image is read as a stream twice,
-/// once by [`MergePlan::new`] to size the result, once by [`MergedImage::write_to`] to copy the
-/// pairs whose key the overlay does not touch; the overlay's values follow.
+/// A new image = a previous image with the commands since applied, written without building
+/// the map or holding the previous image in memory. [`MergePlan::new`] reads the previous image
+/// once, keeping only its totals and the sizes of the keys the commands touch; it then replays
+/// the commands on those (so each quota-bounded put is decided exactly as `apply` decided it)
+/// into an [`Overlay`], and sizes the result. [`MergedImage::write_to`] reads the previous
+/// image again, copies the pairs the overlay does not touch, and appends the overlay's values.
 pub struct MergePlan {
     overlay: Overlay,
     count: u64,
     len: u64,
 }
 
+/// What the sizing pass keeps of the previous image.
+#[derive(Default)]
+struct PreviousTotals {
+    count: u64,
+    /// Encoded bytes of the pairs (8 + key + value each).
+    pair_bytes: u64,
+    /// Keys and values (what the quota bounds).
+    data_bytes: u64,
+    /// Size (key + value) of each touched key present in the image.
+    touched: HashMap<Bytes, u64>,
+}
+
 impl MergePlan {
-    /// Reads `prev` (the previous image) once to size the merge.
+    /// Reads `prev` (the previous image) once and replays `commands` (undecodable ones are
+    /// skipped, as `apply` rejects them).
     ///
     /// # Errors
     /// An I/O error, `InvalidData` when `prev` is malformed.
-    pub fn new(prev: &mut dyn Read, overlay: Overlay) -> std::io::Result<MergePlan> {
-        let mut count = 0u64;
-        let mut bytes = 0u64;
+    pub fn new(prev: &mut dyn Read, commands: &[Bytes]) -> std::io::Result<MergePlan> {
+        let decoded: Vec<(&Bytes, Command<'_>)> = commands
+            .iter()
+            .filter_map(|c| Command::decode(c).ok().map(|d| (c, d)))
+            .collect();
+        let keys: std::collections::HashSet<&[u8]> = decoded
+            .iter()
+            .map(|(_, d)| match d {
+                Command::Put { key, .. } | Command::Delete { key } => *key,
+            })
+            .collect();
+        let mut totals = PreviousTotals::default();
         read_pairs(prev, |k, v| {
-            if !overlay.contains_key(k) {
-                count += 1;
-                bytes += 8 + (k.len() + v.len()) as u64;
+            totals.count += 1;
+            totals.pair_bytes += 8 + (k.len() + v.len()) as u64;
+            totals.data_bytes += (k.len() + v.len()) as u64;
+            if keys.contains(k) {
+                totals
+                    .touched
+                    .insert(Bytes::copy_from_slice(k), (k.len() + v.len()) as u64);
             }
             Ok(())
         })?;
+        let overlay = replay(&decoded, &totals);
+        let (mut count, mut len) = (totals.count, 8 + totals.pair_bytes);
         for (k, v) in &overlay {
+            if let Some(old) = totals.touched.get(k) {
+                count -= 1;
+                len -= 8 + old;
+            }
             if let Some(v) = v {
                 count += 1;
-                bytes += 8 + (k.len() + v.len()) as u64;
+                len += 8 + (k.len() + v.len()) as u64;
             }
         }
         Ok(MergePlan {
             overlay,
             count,
-            len: 8 + bytes,
+            len,
         })
     }
+}
+
+/// Replays decoded commands over the touched keys' sizes, deciding each put's quota as
+/// `apply` did, into the net change per key.
+fn replay(decoded: &[(&Bytes, Command<'_>)], totals: &PreviousTotals) -> Overlay {
+    let mut sizes: HashMap<&[u8], u64> = totals
+        .touched
+        .iter()
+        .map(|(k, size)| (&k[..], *size))
+        .collect();
+    let mut bytes = totals.data_bytes;
+    let mut overlay = Overlay::new();
+    for (raw, command) in decoded {
+        match *command {
+            Command::Put { key, value, quota } => {
+                let old = sizes.get(key).copied().unwrap_or(0);
+                let after = bytes - old + (key.len() + value.len()) as u64;
+                if !within_quota(bytes, after, quota) {
+                    continue;
+                }
+                bytes = after;
+                sizes.insert(key, (key.len() + value.len()) as u64);
+                overlay.insert(raw.slice_ref(key), Some(raw.slice_ref(value)));
+            }
+            Command::Delete { key } => {
+                bytes -= sizes.remove(key).unwrap_or(0);
+                overlay.insert(raw.slice_ref(key), None);
+            }
+        }
+    }
+    overlay
 }
 
 impl MergedImage for MergePlan {
@@ -511,11 +604,13 @@ mod tests {
             Command::Put {
                 key: b"a",
                 value: b"2",
+                quota: u64::MAX,
             },
             Command::Delete { key: b"bb" },
             Command::Put {
                 key: b"new",
                 value: b"n",
+                quota: u64::MAX,
             },
             Command::Delete { key: b"never" },
         ]
@@ -549,6 +644,84 @@ mod tests {
         let one = KvStore::default();
         one.restore(&out, 1).unwrap();
         assert_eq!(one.get(b"new").unwrap(), Bytes::from_static(b"n"));
+    }
+}
+
+#[cfg(test)]
+mod quota {
+    use super::*;
+
+    fn apply(m: &mut KvMachine, index: u64, c: Command<'_>) -> KvOutput {
+        let bytes = c.encode();
+        m.apply(Committed {
+            index,
+            term: 1,
+            bytes: &bytes,
+        })
+        .unwrap()
+    }
+
+    // Intent: a put that would take the data above its quota changes nothing and says so;
+    // deletes and puts that do not grow the data always work; a merged snapshot decides each
+    // put exactly as apply did (same image, same digest), refused puts included.
+    #[test]
+    fn puts_above_the_quota_are_refused_alike_by_apply_and_merge() {
+        let store = Arc::new(KvStore::default());
+        let mut m = KvMachine::new(store.clone());
+        let put = |key: &'static [u8], value: &'static [u8]| Command::Put {
+            key,
+            value,
+            quota: 10,
+        };
+        let commands = [
+            put(b"a", b"12345"), // 6 bytes: ok
+            put(b"b", b"1234"),  // 11: refused
+            put(b"a", b"1"),     // shrinks to 2: ok
+            put(b"b", b"1234"),  // 7: ok now
+            put(b"c", b"12"),    // 10: ok (at the quota)
+            put(b"d", b""),      // 11: refused
+            Command::Delete { key: b"c" },
+            put(b"b", b"123456"), // b grows to 7 bytes, 9 in all: ok
+        ];
+        let outputs: Vec<KvOutput> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| apply(&mut m, i as u64 + 1, *c))
+            .collect();
+        let refused: Vec<usize> = outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o != KvOutput::Done)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(refused, vec![1, 5]);
+        assert_eq!(store.bytes(), 9);
+        assert_eq!(store.get(b"d"), None);
+
+        let encoded: Vec<Bytes> = commands.iter().map(|c| Bytes::from(c.encode())).collect();
+        let plan = KvMachine::plan_merge(&mut &[][..], &encoded).unwrap();
+        let mut image = Vec::new();
+        plan.write_to(&mut &[][..], &mut image).unwrap();
+        assert_eq!(image.len() as u64, plan.len());
+        let merged = KvStore::default();
+        merged.restore(&image, 8).unwrap();
+        assert_eq!(merged.digest().1, store.digest().1);
+        assert_eq!(merged.bytes(), 9);
+
+        // The same from a non-empty previous image: the first three commands' state.
+        let first = Arc::new(KvStore::default());
+        let mut fm = KvMachine::new(first.clone());
+        for (i, c) in commands[..3].iter().enumerate() {
+            apply(&mut fm, i as u64 + 1, *c);
+        }
+        let prev = first.image();
+        let plan = KvMachine::plan_merge(&mut &prev[..], &encoded[3..]).unwrap();
+        let mut image = Vec::new();
+        plan.write_to(&mut &prev[..], &mut image).unwrap();
+        assert_eq!(image.len() as u64, plan.len());
+        let merged = KvStore::default();
+        merged.restore(&image, 8).unwrap();
+        assert_eq!(merged.digest().1, store.digest().1);
     }
 }
 

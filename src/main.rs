@@ -16,6 +16,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    kv: raftexample::server::KvArgs,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +47,7 @@ fn main() {
     let code = match cli.command {
         Some(Command::Check(args)) => check::run(&args),
         None => match Config::from_args(&cli.node) {
-            Ok(config) => raftexample::server::run(config),
+            Ok(config) => raftexample::server::run(config, &cli.kv),
             Err(e) => {
                 eprintln!("raftexample: {e}");
                 1

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use engine::Status;
 
 /// Status codes counted one by one; anything else counts as `other`.
-const CODES: [u16; 11] = [200, 204, 400, 404, 405, 408, 409, 410, 413, 503, 504];
+const CODES: [u16; 12] = [200, 204, 400, 404, 405, 408, 409, 410, 413, 503, 504, 507];
 
 /// Answers given by the client API, by status code.
 #[derive(Debug, Default)]

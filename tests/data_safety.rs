@@ -188,3 +188,39 @@ fn a_full_snapshot_disk_is_retried_not_fatal() {
         assert_eq!((r.status, r.body.len()), (200, 2000), "f{i}");
     }
 }
+
+// Intent: the space quota refuses a write that would exceed it with 507 (known not applied:
+// the key stays absent on every replica), deletes always work and make room again, every
+// replica decides alike (digests converge), and a node restored from a merged snapshot holds
+// exactly the same state.
+#[test]
+fn writes_above_the_space_quota_get_507_and_deletes_make_room() {
+    let mut c = Cluster::start(3, &["--quota-bytes", "10000", "--snapshot-count", "5"]);
+    let leader = c.wait_leader();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let value = "q".repeat(4000);
+    assert_eq!(c.put_eventually(follower, "q1", &value).status, 204);
+    assert_eq!(c.put_eventually(follower, "q2", &value).status, 204);
+    let r = c.node(follower).put("q3", &value).unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.text().contains("--quota-bytes"), "{}", r.text());
+    let r = c.node(leader).put("q3", &value).unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(
+        c.node(leader).req("DELETE", "/kv/q1", b"").unwrap().status,
+        204
+    );
+    assert_eq!(c.put_eventually(follower, "q3", &value).status, 204);
+    for i in 0..8 {
+        c.put_eventually(leader, &format!("s{i}"), "1");
+    }
+    let (_, digest) = c.wait_converged();
+    for id in 1..=3u64 {
+        assert_eq!(c.node(id).get("q1").unwrap().status, 404, "node {id}");
+        assert_eq!(c.node(id).get("q3").unwrap().body.len(), 4000, "node {id}");
+    }
+    assert_eq!(c.node_mut(follower).terminate(), Some(0));
+    c.node_mut(follower).start();
+    let (_, after) = c.wait_converged();
+    assert_eq!(after, digest);
+}
