@@ -151,7 +151,9 @@ impl Drop for Unmount {
 // after a restart.
 #[test]
 fn a_full_snapshot_disk_is_retried_not_fatal() {
-    let mut c = Cluster::new(1, &["--snapshot-count", "10"]);
+    // No free-disk reserve: this test is about the save failing, not about refusing writes.
+    let flags = ["--snapshot-count", "10", "--free-disk-reserve-bytes", "0"];
+    let mut c = Cluster::new(1, &flags);
     let snap_dir = c.dir().join("raftexample-1-snap");
     if mount_tmpfs(&snap_dir, "16k").is_none() {
         return;
@@ -223,4 +225,53 @@ fn writes_above_the_space_quota_get_507_and_deletes_make_room() {
     c.node_mut(follower).start();
     let (_, after) = c.wait_converged();
     assert_eq!(after, digest);
+}
+
+// Intent: a disk that fills up is answered, not crashed on: once the data dirs' free space is
+// below --free-disk-reserve-bytes, PUTs get 507 (nothing proposed) while reads and deletes keep
+// working, and the node stays up.
+#[test]
+fn writes_are_refused_with_507_before_the_disk_fills() {
+    let mut c = Cluster::new(
+        1,
+        &[
+            "--data-dir",
+            "disk/raftexample-1",
+            "--free-disk-reserve-bytes",
+            "4194304",
+            "--wal-segment-size-bytes",
+            "1048576",
+            "--max-request-body-bytes",
+            "200000",
+        ],
+    );
+    let disk = c.dir().join("disk");
+    if mount_tmpfs(&disk, "12m").is_none() {
+        return;
+    }
+    let _unmount = Unmount(disk.clone());
+    c.node_mut(1).start();
+    c.wait_leader();
+    let value = "d".repeat(150_000);
+    let mut refused = None;
+    for i in 0..120 {
+        let r = c.node(1).put(&format!("d{i}"), &value).unwrap();
+        if r.status == 507 {
+            refused = Some((i, r.text()));
+            break;
+        }
+        assert_eq!(r.status, 204, "{}", r.text());
+        // The reserve is measured once a second: give it a chance to see the disk.
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    let (i, sentence) = refused.expect("no write was refused before the disk filled");
+    assert!(sentence.contains("--free-disk-reserve-bytes"), "{sentence}");
+    assert!(i > 0);
+    assert_eq!(c.node(1).get("d0").unwrap().body.len(), 150_000);
+    assert_eq!(c.node(1).get(&format!("d{i}")).unwrap().status, 404);
+    assert_eq!(c.node(1).req("DELETE", "/kv/d0", b"").unwrap().status, 204);
+    assert_eq!(c.node(1).get("d0").unwrap().status, 404);
+    assert!(c.node_mut(1).is_running());
 }

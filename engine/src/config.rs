@@ -61,6 +61,10 @@ pub struct NodeArgs {
     /// Size of one WAL segment file in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_size_bytes: u64,
+    /// Free-disk reserve in bytes: below it, on the WAL's or the snapshots' filesystem, writes
+    /// that grow the data are refused with 507 (reads and deletes keep working).
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub free_disk_reserve_bytes: u64,
     /// Events buffered per event subscriber before it is told it lagged.
     #[arg(long, default_value_t = crate::events::EVENTS_BOUND)]
     pub events_bound: usize,
@@ -128,6 +132,8 @@ pub struct Config {
     pub wal_segment_size_bytes: u64,
     /// Events buffered per subscriber before it lags.
     pub events_bound: usize,
+    /// Free-disk reserve (see `disk.rs`).
+    pub free_disk_reserve_bytes: u64,
     /// slog level.
     pub log_level: slog::Level,
     /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
@@ -237,6 +243,7 @@ impl Config {
             max_request_body_bytes: args.max_request_body_bytes,
             wal_segment_size_bytes: args.wal_segment_size_bytes,
             events_bound: args.events_bound,
+            free_disk_reserve_bytes: args.free_disk_reserve_bytes,
             log_level,
             unsafe_local_reads: args.unsafe_local_reads,
             test_panic: args.test_panic,

@@ -141,6 +141,7 @@ struct Shared<O> {
     applied: watch::Receiver<u64>,
     events: EventSource,
     config: Arc<Config>,
+    disk: Arc<crate::disk::DiskSpace>,
 }
 
 /// The application's handle on a running node; cheap to clone.
@@ -164,6 +165,7 @@ pub(crate) struct HandleParts<O> {
     pub applied: watch::Receiver<u64>,
     pub events: EventSource,
     pub config: Arc<Config>,
+    pub disk: Arc<crate::disk::DiskSpace>,
 }
 
 /// How a raft thread refusal reads to a caller, and whether waiting can help.
@@ -201,6 +203,7 @@ impl<O: Send + 'static> Handle<O> {
                 applied: parts.applied,
                 events: parts.events,
                 config: parts.config,
+                disk: parts.disk,
             }),
         }
     }
@@ -208,6 +211,13 @@ impl<O: Send + 'static> Handle<O> {
     /// The node's configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// `Some(free bytes)` when the data dirs' free space is below `--free-disk-reserve-bytes`:
+    /// the application should then refuse writes that grow its data (507), and keep serving
+    /// reads and deletes.
+    pub fn disk_low(&self) -> Option<u64> {
+        self.shared.disk.low()
     }
 
     /// Proposes `command` and waits until this node applied it, or the deadline.

@@ -74,6 +74,7 @@
 pub mod app;
 pub mod apply;
 pub mod config;
+pub mod disk;
 pub mod events;
 pub mod framing;
 pub mod handle;

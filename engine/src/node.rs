@@ -171,6 +171,11 @@ pub async fn start<S: StateMachine>(
     if config.test_panic == Some(TestPanic::Runtime) {
         tokio::spawn(async { panic!("--test-panic runtime") });
     }
+    let disk = crate::disk::DiskSpace::new(
+        vec![config.wal_dir.clone(), config.snap_dir.clone()],
+        config.free_disk_reserve_bytes,
+    );
+    tokio::spawn(disk.clone().watch());
     let handle = Handle::new(HandleParts {
         inbox: inbox_tx,
         commands,
@@ -178,6 +183,7 @@ pub async fn start<S: StateMachine>(
         applied: applied_rx,
         events,
         config,
+        disk,
     });
     Ok(Node {
         handle,
