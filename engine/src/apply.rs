@@ -114,7 +114,7 @@ impl<S: StateMachine> ApplyWorker<S> {
             // Never skipped: a replica that skipped it would diverge from one that applied it.
             Err(err @ FormatError::UnknownFormat(_)) => {
                 let what = format!("the entry at index {} cannot be applied", e.index);
-                crate::fatal(&self.logger, &what, &err)
+                crate::logging::fatal(&self.logger, &what, &err)
             }
             Err(err) => {
                 // A known format cut short: the same no-op on every replica.
@@ -157,7 +157,9 @@ impl<S: StateMachine> ApplyWorker<S> {
             }
             // Images are validated before raft sees them and CRC-checked on disk, so this is
             // a bug; carrying on would serve a wrong state.
-            Err(e) => crate::fatal(&self.logger, "cannot restore a validated snapshot", &e),
+            Err(e) => {
+                crate::logging::fatal(&self.logger, "cannot restore a validated snapshot", &e)
+            }
         }
     }
 }

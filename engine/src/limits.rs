@@ -2,7 +2,7 @@
 //!
 //! A client request that the API accepts must also fit every later stage: one WAL record
 //! ([`WAL_MAX_RECORD_BYTES`]), one raft message inside one peer batch request
-//! ([`MAX_BATCH_BODY_BYTES`], of which the sender fills at most [`transport::MAX_BATCH_BYTES`]
+//! ([`MAX_BATCH_BODY_BYTES`], of which the sender fills at most [`MAX_BATCH_BYTES`]
 //! before the last message), and one forwarded proposal. [`max_request_body_bytes`] is the
 //! largest `--max-request-body-bytes` for which all of that holds; `config.rs` refuses larger
 //! values at start, so a body the API accepted is never refused later (the failure that used to
@@ -12,9 +12,6 @@
 //! term near `u64::MAX` would wrap to 0 and panic every node that stepped it. A real cluster
 //! reaches [`MAX_TERM`] after 2^48 elections: never.
 //!
-//! [`transport::MAX_BATCH_BYTES`]: crate::transport::MAX_BATCH_BYTES
-
-use crate::transport::MAX_BATCH_BYTES;
 
 /// Highest term accepted from a peer, a WAL or a snapshot (far below overflow).
 pub const MAX_TERM: u64 = 1 << 48;
@@ -22,6 +19,10 @@ pub const MAX_TERM: u64 = 1 << 48;
 /// Raft's per-message size cap: appends (and forwarded proposals) are batched up to this, and
 /// a single entry larger than it travels alone (trap 10).
 pub const MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
+
+/// Bytes a peer sender puts in one batch request before it stops adding messages (raft's
+/// `max_size_per_msg` is 1 MiB, so a few appends fit); the last message may take it past this.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest batch request body the peer server accepts.
 pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;

@@ -101,7 +101,7 @@ pub async fn start<S: StateMachine>(
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
-        &crate::raft_logger(&logger, config.log_level),
+        &crate::logging::raft_logger(&logger, config.log_level),
     )
     .map_err(|e| fail(format!("raft refused the recovered state: {e}")))?;
     // The recovered term: epochs start at it, so they keep increasing across restarts.

@@ -799,7 +799,7 @@ impl RaftNode {
                 .wal
                 .save(hard_state.as_ref(), rd.entries(), rd.must_sync())
             {
-                crate::fatal(&self.logger, "cannot write the WAL", &e);
+                crate::logging::fatal(&self.logger, "cannot write the WAL", &e);
             }
         }
         let store = self.raw.mut_store();
@@ -824,7 +824,7 @@ impl RaftNode {
         let mut hs: HardState = self.raw.store().hard_state().clone();
         hs.commit = commit;
         if let Err(e) = self.wal.save(Some(&hs), &[], false) {
-            crate::fatal(&self.logger, "cannot write the WAL", &e);
+            crate::logging::fatal(&self.logger, "cannot write the WAL", &e);
         }
         self.raw.mut_store().set_commit(commit);
     }
@@ -836,12 +836,14 @@ impl RaftNode {
         info!(self.logger, "installing snapshot from the leader";
             "index" => meta.index, "term" => meta.term, "bytes" => snapshot.data.len());
         if let Err(e) = self.snapshotter.save(&snapshot) {
-            crate::fatal(&self.logger, "cannot save a received snapshot", &e);
+            crate::logging::fatal(&self.logger, "cannot save a received snapshot", &e);
         }
         self.save_snapshot_mark(&meta);
         match decode_image(&snapshot.data) {
             Ok((membership, _)) => self.membership = membership,
-            Err(e) => crate::fatal(&self.logger, "a validated snapshot has no membership", &e),
+            Err(e) => {
+                crate::logging::fatal(&self.logger, "a validated snapshot has no membership", &e)
+            }
         }
         self.conf_state = meta.get_conf_state().clone();
         self.raw.mut_store().apply_snapshot(&meta);
@@ -866,7 +868,7 @@ impl RaftNode {
             conf_state: meta.get_conf_state().clone(),
         };
         if let Err(e) = self.wal.save_snapshot_mark(&mark) {
-            crate::fatal(&self.logger, "cannot write a WAL snapshot mark", &e);
+            crate::logging::fatal(&self.logger, "cannot write a WAL snapshot mark", &e);
         }
     }
 
@@ -1021,7 +1023,7 @@ impl RaftNode {
     /// committing faster than the state machine applies.
     fn send_commits(&mut self, msg: Apply) {
         if self.commits.send(msg).is_err() {
-            crate::fatal(
+            crate::logging::fatal(
                 &self.logger,
                 "the apply worker is gone",
                 &"commit channel closed",
@@ -1143,7 +1145,7 @@ impl RaftNode {
             store.compact(compact_to);
         }
         if let Err(e) = self.wal.release_to(meta.index) {
-            crate::fatal(&self.logger, "cannot release WAL segments", &e);
+            crate::logging::fatal(&self.logger, "cannot release WAL segments", &e);
         }
         if let Err(e) = self.snapshotter.purge(snap::DEFAULT_KEEP) {
             warn!(self.logger, "cannot purge old snapshot files"; "error" => %e);
@@ -1241,7 +1243,7 @@ impl RaftNode {
             let _ = reply.send(Err(Refusal::ShuttingDown));
         }
         if let Err(e) = self.wal.sync() {
-            crate::fatal(&self.logger, "cannot sync the WAL", &e);
+            crate::logging::fatal(&self.logger, "cannot sync the WAL", &e);
         }
     }
 

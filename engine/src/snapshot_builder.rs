@@ -80,7 +80,7 @@ impl SnapshotJob {
             .name("snapshot".into())
             .spawn(move || self.run(&cx));
         if let Err(e) = spawned {
-            crate::fatal(&logger, "cannot start the snapshot thread", &e);
+            crate::logging::fatal(&logger, "cannot start the snapshot thread", &e);
         }
     }
 

@@ -32,6 +32,7 @@ use raft::eraftpb::{Message, MessageType};
 use slog::{info, warn, Logger};
 use tokio::sync::mpsc;
 
+use crate::limits::MAX_BATCH_BYTES;
 use crate::protocol::Report;
 
 /// Header carrying the cluster ID in hex.
@@ -46,8 +47,6 @@ pub const PEER_QUEUE_BOUND: usize = 4096;
 pub const SNAPSHOT_QUEUE_BOUND: usize = 2;
 /// Most messages in one request.
 pub const MAX_BATCH_MESSAGES: usize = 1024;
-/// Most bytes in one request (raft's `max_size_per_msg` is 1 MiB, so a few appends fit).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
