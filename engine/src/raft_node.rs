@@ -214,6 +214,8 @@ pub struct RaftNode {
     redeliver: HashMap<u64, Instant>,
     /// Such proposals, waiting for a known leader.
     stranded: Vec<bytes::Bytes>,
+    /// Request IDs of removals of this node proposed here (answered on a peer's 410 too).
+    own_removals: Vec<u64>,
     /// Entry bytes committed since the snapshot in flight (or the last one) started.
     logged_bytes: u64,
     /// The bytes the snapshot in flight covers (given back if it fails).
@@ -293,6 +295,7 @@ impl RaftNode {
             proposals: Vec::new(),
             redeliver: HashMap::new(),
             stranded: Vec::new(),
+            own_removals: Vec::new(),
             logged_bytes: 0,
             job_logged_bytes: 0,
             last_image_bytes: 0,
@@ -455,6 +458,13 @@ impl RaftNode {
                     self.logger,
                     "a peer says this node was removed from the cluster: shutting down"
                 );
+                // A peer answers 410 only once it applied our removal, which is therefore
+                // committed: whoever asked this node to remove itself gets its answer, although
+                // this node stops before applying the entry itself (its index is unknown: 0).
+                for request_id in std::mem::take(&mut self.own_removals) {
+                    self.changes
+                        .complete(request_id, Ok(Applied { index: 0, term: 0 }));
+                }
                 self.on_removed("a peer answered that this node was removed");
             }
         }
@@ -596,6 +606,9 @@ impl RaftNode {
             }
             MemberChange::Remove => (ConfChangeType::RemoveNode, String::new()),
         };
+        if change_type == ConfChangeType::RemoveNode && id == self.config.id {
+            self.own_removals.push(request_id);
+        }
         self.propose_conf_change(id, change_type, url, request_id)
     }
 
@@ -656,6 +669,9 @@ impl RaftNode {
     /// `id` first (to this node if it is a voter and not `id`, else to the most up-to-date
     /// voter), and propose the removal once another node leads, or at the deadline anyway.
     fn defer_leader_removal(&mut self, id: u64, request_id: u64) -> Result<(), Refusal> {
+        if id == self.config.id {
+            self.own_removals.push(request_id);
+        }
         let me = self.config.id;
         let target = if me != id && self.conf_state.voters.contains(&me) {
             Some(me)
