@@ -48,6 +48,11 @@ pub const SNAPSHOT_QUEUE_BOUND: usize = 2;
 /// Most messages in one request.
 pub const MAX_BATCH_MESSAGES: usize = 1024;
 
+/// The slowest peer link a batch's deadline allows for: a batch gets the base request timeout
+/// plus its size at this rate, so a large append (up to ~60 MB, see `limits.rs`) is never cut
+/// off by a deadline made for heartbeats, which would retry it forever.
+const MIN_PEER_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -215,21 +220,17 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
                 Err(_) => break,
             }
         }
-        let body = crate::http::full(encode_batch(&batch));
+        let encoded = encode_batch(&batch);
+        let timeout = shared.request_timeout
+            + Duration::from_secs_f64(encoded.len() as f64 / MIN_PEER_BYTES_PER_SEC);
+        let body = crate::http::full(encoded);
         let proposals = |batch: Vec<Message>| -> Vec<Message> {
             batch
                 .into_iter()
                 .filter(|m| m.get_msg_type() == MessageType::MsgPropose)
                 .collect()
         };
-        let outcome = post(
-            &shared,
-            to,
-            &format!("{url}/raft"),
-            body,
-            shared.request_timeout,
-        )
-        .await;
+        let outcome = post(&shared, to, &format!("{url}/raft"), body, timeout).await;
         match outcome {
             Ok(()) => {
                 if failures > 0 {
