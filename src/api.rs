@@ -94,7 +94,11 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         }
         ["kv", ..] => text(StatusCode::NOT_FOUND, "no key given: use /kv/<key>"),
         ["status"] if method == Method::GET => api.status_answer(deadline).await,
-        ["health"] if method == Method::GET => api.health(deadline).await,
+        ["health"] if method == Method::GET => {
+            api.outcomes
+                .health(&api.node, deadline, api.config.snapshot_count)
+                .await
+        }
         ["members"] if method == Method::GET => api.members(deadline).await,
         ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
         ["events"] if method == Method::GET => crate::events::answer(&api.node),
@@ -104,11 +108,19 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
                 let learner = query_param(&query, "learner").is_some_and(|v| v == "true");
                 api.add_member(id, learner, req, deadline).await
             }
-            Method::DELETE => api.change_member(id, MemberChange::Remove, deadline).await,
+            Method::DELETE => {
+                api.outcomes
+                    .change_membership(&api.node, id, MemberChange::Remove, deadline)
+                    .await
+            }
             _ => not_allowed("POST, DELETE"),
         },
         ["members", id, "promote"] => match method {
-            Method::POST => api.change_member(id, MemberChange::Promote, deadline).await,
+            Method::POST => {
+                api.outcomes
+                    .change_membership(&api.node, id, MemberChange::Promote, deadline)
+                    .await
+            }
             _ => not_allowed("POST"),
         },
         ["leader"] => match method {
@@ -125,7 +137,11 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
                 Method::GET => api.get(key_bytes, &query, deadline).await,
                 Method::PUT => api.put(key_bytes, req, deadline).await,
                 Method::POST => api.add_member(key, false, req, deadline).await,
-                Method::DELETE => api.change_member(key, MemberChange::Remove, deadline).await,
+                Method::DELETE => {
+                    api.outcomes
+                        .change_membership(&api.node, key, MemberChange::Remove, deadline)
+                        .await
+                }
                 _ => not_allowed("GET, PUT, POST, DELETE"),
             }
         }
@@ -266,21 +282,9 @@ impl Api {
                 format!("the body must be the new node's peer URL: {e}"),
             );
         }
-        self.change_member(id, MemberChange::Add { url, learner }, deadline)
+        self.outcomes
+            .change_membership(&self.node, id, MemberChange::Add { url, learner }, deadline)
             .await
-    }
-
-    async fn change_member(&self, id: &str, change: MemberChange, deadline: Instant) -> Answer {
-        let Some(id) = id.parse::<u64>().ok().filter(|id| *id != 0) else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("{id:?} is not a node ID: use a positive integer"),
-            );
-        };
-        match self.node.change_membership(id, change, deadline).await {
-            Ok(a) => applied(StatusCode::NO_CONTENT, a.index, a.term),
-            Err(e) => self.outcomes.change_failed(e, "the membership change"),
-        }
     }
 
     async fn transfer_leader(&self, req: Request<Incoming>, deadline: Instant) -> Answer {
@@ -306,15 +310,8 @@ impl Api {
         }
     }
 
-    async fn status(&self, deadline: Instant) -> Result<Status, Answer> {
-        self.node
-            .status(deadline)
-            .await
-            .map_err(|e| self.outcomes.not_applied(e, "the status request"))
-    }
-
     async fn status_answer(&self, deadline: Instant) -> Answer {
-        match self.status(deadline).await {
+        match self.outcomes.status(&self.node, deadline).await {
             Ok(status) => {
                 let (_, digest) = self.kv.digest();
                 let report = KvStatus {
@@ -328,7 +325,7 @@ impl Api {
     }
 
     async fn metrics_answer(&self, deadline: Instant) -> Answer {
-        match self.status(deadline).await {
+        match self.outcomes.status(&self.node, deadline).await {
             Ok(report) => {
                 let body = self
                     .metrics
@@ -347,23 +344,12 @@ impl Api {
     }
 
     async fn members(&self, deadline: Instant) -> Answer {
-        match self.status(deadline).await {
+        match self.outcomes.status(&self.node, deadline).await {
             Ok(r) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "leader": r.leader, "voters": r.voters, "learners": r.learners }),
             ),
             Err(answer) => answer,
-        }
-    }
-
-    async fn health(&self, deadline: Instant) -> Answer {
-        let report = match self.status(deadline).await {
-            Ok(r) => r,
-            Err(answer) => return answer,
-        };
-        match report.health(self.config.snapshot_count) {
-            Ok(()) => text(StatusCode::OK, "healthy"),
-            Err(reason) => self.outcomes.unavailable(reason),
         }
     }
 }

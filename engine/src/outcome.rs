@@ -15,8 +15,11 @@ use std::time::Duration;
 use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER};
 use hyper::StatusCode;
 
-use crate::handle::{ChangeError, Conflict, NotApplied, ReadError};
+use std::time::Instant;
+
+use crate::handle::{ChangeError, Conflict, Handle, NotApplied, ReadError};
 use crate::http::{text, Answer};
+use crate::protocol::{MemberChange, Status};
 
 /// The answers of one node (they quote its retry delay and its request deadline).
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +100,57 @@ impl Outcomes {
                 format!("{what} committed but was rejected: {reason}"),
             ),
             ChangeError::Unknown => self.timed_out(what),
+        }
+    }
+}
+
+impl Outcomes {
+    /// `POST /{id}`, `DELETE /{id}` and the like: changes the membership of node `id` (the
+    /// path segment; 400 when it is not a positive integer) and answers 204 once applied.
+    pub async fn change_membership<O: Send + 'static>(
+        &self,
+        node: &Handle<O>,
+        id: &str,
+        change: MemberChange,
+        deadline: Instant,
+    ) -> Answer {
+        let Some(id) = id.parse::<u64>().ok().filter(|id| *id != 0) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("{id:?} is not a node ID: use a positive integer"),
+            );
+        };
+        match node.change_membership(id, change, deadline).await {
+            Ok(a) => applied(StatusCode::NO_CONTENT, a.index, a.term),
+            Err(e) => self.change_failed(e, "the membership change"),
+        }
+    }
+
+    /// The node's status, or the answer to give instead.
+    ///
+    /// # Errors
+    /// The 503 when the raft thread cannot answer by the deadline.
+    pub async fn status<O: Send + 'static>(
+        &self,
+        node: &Handle<O>,
+        deadline: Instant,
+    ) -> Result<Status, Answer> {
+        node.status(deadline)
+            .await
+            .map_err(|e| self.not_applied(e, "the status request"))
+    }
+
+    /// `GET /health`: 200, or 503 with the reason (see [`Status::health`]).
+    pub async fn health<O: Send + 'static>(
+        &self,
+        node: &Handle<O>,
+        deadline: Instant,
+        max_lag: u64,
+    ) -> Answer {
+        match self.status(node, deadline).await.map(|s| s.health(max_lag)) {
+            Ok(Ok(())) => text(StatusCode::OK, "healthy"),
+            Ok(Err(reason)) => self.unavailable(reason),
+            Err(answer) => answer,
         }
     }
 }

@@ -91,11 +91,17 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Answer {
         (["services", _, _], _) => not_allowed("PUT, DELETE"),
         (["watch"], Method::GET) => api.watch(&req),
         (["status"], Method::GET) => api.status_answer(deadline).await,
-        (["health"], Method::GET) => api.health(deadline).await,
+        (["health"], Method::GET) => {
+            api.outcomes
+                .health(&api.node, deadline, api.config.snapshot_count)
+                .await
+        }
         (["watch" | "status" | "health"], _) => not_allowed("GET"),
         ([id], Method::POST) if is_node_id(id) => api.add_member(id, req, deadline).await,
         ([id], Method::DELETE) if is_node_id(id) => {
-            api.change_member(id, MemberChange::Remove, deadline).await
+            api.outcomes
+                .change_membership(&api.node, id, MemberChange::Remove, deadline)
+                .await
         }
         ([id], _) if is_node_id(id) => not_allowed("POST, DELETE"),
         _ => text(
@@ -263,28 +269,13 @@ impl Api {
             url,
             learner: false,
         };
-        self.change_member(id, change, deadline).await
-    }
-
-    async fn change_member(&self, id: &str, change: MemberChange, deadline: Instant) -> Answer {
-        let Some(id) = id.parse::<u64>().ok().filter(|id| *id != 0) else {
-            return bad_request(format!("{id:?} is not a node ID: use a positive integer"));
-        };
-        match self.node.change_membership(id, change, deadline).await {
-            Ok(a) => applied(StatusCode::NO_CONTENT, a.index, a.term),
-            Err(e) => self.outcomes.change_failed(e, "the membership change"),
-        }
-    }
-
-    async fn status(&self, deadline: Instant) -> Result<Status, Answer> {
-        self.node
-            .status(deadline)
+        self.outcomes
+            .change_membership(&self.node, id, change, deadline)
             .await
-            .map_err(|e| self.outcomes.not_applied(e, "the status request"))
     }
 
     async fn status_answer(&self, deadline: Instant) -> Answer {
-        let status = match self.status(deadline).await {
+        let status = match self.outcomes.status(&self.node, deadline).await {
             Ok(status) => status,
             Err(answer) => return answer,
         };
@@ -299,17 +290,6 @@ impl Api {
             instances,
         };
         json(StatusCode::OK, &report)
-    }
-
-    async fn health(&self, deadline: Instant) -> Answer {
-        let status = match self.status(deadline).await {
-            Ok(status) => status,
-            Err(answer) => return answer,
-        };
-        match status.health(self.config.snapshot_count) {
-            Ok(()) => text(StatusCode::OK, "healthy"),
-            Err(reason) => self.outcomes.unavailable(reason),
-        }
     }
 }
 
