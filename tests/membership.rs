@@ -364,28 +364,16 @@ fn join_with_another_clusters_data_dir_is_refused() {
     let mut c = Cluster::start(3, &[]);
     let leader = c.wait_leader();
     let (id, url) = c.prepare_joiner(&[]);
-    // A lone node 4 of some other cluster leaves its data dir behind.
-    let foreign = format!("http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3,{url}");
-    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_raftexample"))
-        .args([
-            "--id",
-            "4",
-            "--cluster",
-            &foreign,
-            "--port",
-            "0",
-            "--listen-client-addr",
-            "127.0.0.1",
-        ])
-        .current_dir(c.dir())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    poll(Duration::from_secs(10), "the foreign WAL", || {
-        (!c.wal_files(id).is_empty()).then_some(())
-    });
-    let _ = other.kill();
-    let _ = other.wait();
+    // Node 4 of some other cluster left its WAL behind.
+    wal::Wal::create(
+        &c.dir().join(format!("raftexample-{id}")),
+        wal::Metadata {
+            node_id: id,
+            cluster_id: 0xdead_beef,
+        },
+        wal::Options::default(),
+    )
+    .unwrap();
     assert_eq!(
         c.node(leader)
             .req("POST", &format!("/{id}"), url.as_bytes())

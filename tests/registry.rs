@@ -558,8 +558,8 @@ fn garbage_requests_get_4xx_and_change_nothing() {
     );
 }
 
-// Intent: `POST /{id}` adds a node that joins with --join and catches up with the registry;
-// `DELETE /{id}` removes it again, and the removed node exits 0.
+// Intent: `POST /{id}` adds a node that joins with --join, catches up with the registry and
+// becomes a voter; `DELETE /{id}` removes it again, and the removed node exits 0.
 #[test]
 fn membership_changes_add_and_remove_a_node() {
     let mut c = RegCluster::start(1, &[]);
@@ -579,8 +579,11 @@ fn membership_changes_add_and_remove_a_node() {
         (r.status == 200 && r.text().contains("10.0.0.1:80")).then_some(())
     });
     assert_eq!(c.node(id).lists("s", "i"), Some(true));
-    let s = c.node(1).status().unwrap();
-    assert_eq!(s["voters"].as_array().unwrap().len(), 2);
+    // A learner first, promoted by the leader once it started and caught up.
+    poll(PATIENCE, "the new node to be promoted to voter", || {
+        let s = c.node(1).status()?;
+        (s["voters"].as_array()?.len() == 2).then_some(())
+    });
     let r = c
         .node(1)
         .req("POST", &format!("/{id}"), url.as_bytes())

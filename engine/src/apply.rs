@@ -106,7 +106,8 @@ impl<S: StateMachine> ApplyWorker<S> {
     /// Applies one normal entry; returns the proposer's outcome, if it has a request ID.
     fn apply_one(&mut self, e: &Entry) -> Option<(u64, CommandOutcome<S::Output>)> {
         let (request_id, command) = match decode_entry(&e.data) {
-            Ok(EntryData::Noop) => return None,
+            // Start records are the engine's (see `raft_node.rs`).
+            Ok(EntryData::Noop | EntryData::Start(_)) => return None,
             Ok(EntryData::Command {
                 request_id,
                 command,

@@ -296,6 +296,21 @@ impl Config {
         }
         hash.max(1)
     }
+
+    /// Where this node serves clients, as other hosts reach it: the client address, or, when
+    /// it listens on every interface, the host of this node's peer URL with the client port.
+    pub fn client_url(&self) -> String {
+        let addr = self.client_addr;
+        if !addr.ip().is_unspecified() {
+            return format!("http://{addr}");
+        }
+        let host = self
+            .cluster_url(self.id)
+            .and_then(|url| parse_peer_url(url).ok())
+            .map(|(host, _)| host)
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        format!("http://{host}:{}", addr.port())
+    }
 }
 
 /// Checks that `url` is `http://host:port` (an optional trailing `/` was already trimmed).

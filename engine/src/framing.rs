@@ -10,10 +10,21 @@
 //!                                  application is [kind][rest ...])
 //! empty entry data:                raft's no-op (a new leader's first entry)
 //! conf change context:             [request_id u64 LE][peer URL, UTF-8 ...]
-//! snapshot image, envelope v1:     ["RXENVLP" 0x01][membership][application image ...]
-//! snapshot image, release 0.1:     ["RXKVIMG1"][membership][application image ...]
-//! membership:                      [count u32][(id u64, learner u8, url_len u32, url)*]
+//! start record (engine-owned):     [0x20][request_id u64 LE][node id u64][incarnation u64]
+//!                                  [nonce u64][client URL, UTF-8 ...]
+//! snapshot image, envelope v2:     ["RXENVLP" 0x02][membership v2][application image ...]
+//! snapshot image, envelope v1:     ["RXENVLP" 0x01][membership v1][application image ...]
+//! snapshot image, release 0.1:     ["RXKVIMG1"][membership v1][application image ...]
+//! membership v1:                   [count u32][(id u64, learner u8, url_len u32, url)*]
+//! membership v2:                   membership v1 (learner 2: promoted when ready), then
+//!                                  [count u32][(id u64, incarnation u64, nonce u64,
+//!                                  url_len u32, client url)*][count u32][removed id u64*]
+//! conf change context, v2:         [request_id u64 LE][0x00][flags u8][peer URL ...]
+//!                                  (flag 1: the learner is promoted when ready)
 //! ```
+//!
+//! This release writes envelope v2 and reads all three; a v1 or 0.1 image has no start
+//! records and no removed IDs (the members publish new start records when they start).
 //!
 //! An entry or image in a format this release does not know is never skipped: the node stops
 //! with a sentence ([`FormatError::UnknownFormat`]), so a cluster of mixed releases cannot
@@ -24,7 +35,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use crate::membership::{Membership, MembershipDecodeError};
+use crate::membership::{Membership, MembershipDecodeError, Start};
 
 /// The format byte of entries written by this release.
 pub const ENTRY_FORMAT_V1: u8 = 0x10;
@@ -35,7 +46,11 @@ const LEGACY_DELETE: u8 = 2;
 /// Format byte + request ID.
 const ENTRY_HEADER_BYTES: usize = 9;
 
+/// The format byte of start records.
+pub const ENTRY_FORMAT_START: u8 = 0x20;
 /// Envelope magic of this release (the last byte is the version).
+const ENVELOPE_V2: &[u8; 8] = b"RXENVLP\x02";
+/// Envelope magic of release 0.2.
 const ENVELOPE_V1: &[u8; 8] = b"RXENVLP\x01";
 /// Envelope magic of release 0.1 (its KV image; same layout, no version byte).
 const ENVELOPE_LEGACY: &[u8; 8] = b"RXKVIMG1";
@@ -70,6 +85,53 @@ pub enum EntryData {
         /// The application's bytes.
         command: Bytes,
     },
+    /// A member's start record; the engine's own, never handed to the application.
+    Start(StartRecord),
+}
+
+/// A member announcing one start of itself (see `membership::Start`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRecord {
+    /// The member.
+    pub id: u64,
+    /// What it started as.
+    pub start: Start,
+}
+
+impl StartRecord {
+    /// The entry data of this record.
+    pub fn encode(&self) -> Vec<u8> {
+        let url = self.start.client_url.as_bytes();
+        let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + 24 + url.len());
+        out.push(ENTRY_FORMAT_START);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.start.incarnation.to_le_bytes());
+        out.extend_from_slice(&self.start.nonce.to_le_bytes());
+        out.extend_from_slice(url);
+        out
+    }
+
+    fn decode(data: &[u8]) -> Result<StartRecord, FormatError> {
+        let field = |i: usize| -> Result<u64, FormatError> {
+            let at = ENTRY_HEADER_BYTES + 8 * i;
+            data.get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or(FormatError::Malformed("start record cut short"))
+        };
+        let (id, incarnation, nonce) = (field(0)?, field(1)?, field(2)?);
+        let client_url = std::str::from_utf8(&data[ENTRY_HEADER_BYTES + 24..])
+            .map_err(|_| FormatError::Malformed("start record URL is not UTF-8"))?
+            .to_string();
+        Ok(StartRecord {
+            id,
+            start: Start {
+                incarnation,
+                nonce,
+                client_url,
+            },
+        })
+    }
 }
 
 /// The entry data for `command` proposed under `request_id`.
@@ -91,11 +153,17 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     let Some(&format) = data.first() else {
         return Ok(EntryData::Noop);
     };
-    if !matches!(format, ENTRY_FORMAT_V1 | LEGACY_PUT | LEGACY_DELETE) {
+    if !matches!(
+        format,
+        ENTRY_FORMAT_V1 | ENTRY_FORMAT_START | LEGACY_PUT | LEGACY_DELETE
+    ) {
         return Err(FormatError::UnknownFormat(format));
     }
     if data.len() < ENTRY_HEADER_BYTES {
         return Err(FormatError::Malformed("entry shorter than its header"));
+    }
+    if format == ENTRY_FORMAT_START {
+        return StartRecord::decode(data).map(EntryData::Start);
     }
     let request_id = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
     let command = if format == ENTRY_FORMAT_V1 {
@@ -119,12 +187,24 @@ pub struct ConfChangeContext {
     pub request_id: u64,
     /// Peer URL of the node being added; empty for a removal or a promotion.
     pub url: String,
+    /// An added learner becomes a voter once it has started and caught up.
+    pub promote_when_ready: bool,
 }
 
+/// Context flag: [`ConfChangeContext::promote_when_ready`].
+const CONTEXT_PROMOTE: u8 = 1;
+
 impl ConfChangeContext {
-    /// Bytes for `ConfChange.context`.
+    /// Bytes for `ConfChange.context` (v2: a URL never starts with a NUL byte, so the v2
+    /// marker cannot be mistaken for release 0.2's `[request_id][url]`).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.request_id.to_le_bytes().to_vec();
+        out.push(0);
+        out.push(if self.promote_when_ready {
+            CONTEXT_PROMOTE
+        } else {
+            0
+        });
         out.extend_from_slice(self.url.as_bytes());
         out
     }
@@ -140,17 +220,25 @@ impl ConfChangeContext {
             ));
         }
         let request_id = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let url = std::str::from_utf8(&bytes[8..])
+        let (promote_when_ready, url) = match bytes.get(8..10) {
+            Some([0, flags]) => (flags & CONTEXT_PROMOTE != 0, &bytes[10..]),
+            _ => (false, &bytes[8..]),
+        };
+        let url = std::str::from_utf8(url)
             .map_err(|_| FormatError::Malformed("conf change URL is not UTF-8"))?
             .to_string();
-        Ok(ConfChangeContext { request_id, url })
+        Ok(ConfChangeContext {
+            request_id,
+            url,
+            promote_when_ready,
+        })
     }
 }
 
 /// The envelope head (magic, version, membership) that precedes the application's image.
 pub fn envelope_head(membership: &Membership) -> Vec<u8> {
-    let mut out = ENVELOPE_V1.to_vec();
-    membership.encode_into(&mut out);
+    let mut out = ENVELOPE_V2.to_vec();
+    membership.encode_into(&mut out, 2);
     out
 }
 
@@ -170,8 +258,8 @@ pub fn decode_image(image: &[u8]) -> Result<(Membership, &[u8]), FormatError> {
         .get(..8)
         .and_then(|m| m.try_into().ok())
         .ok_or(FormatError::Malformed("image shorter than its envelope"))?;
-    check_magic(magic)?;
-    let (membership, used) = Membership::decode_prefix(&image[8..])?;
+    let version = check_magic(magic)?;
+    let (membership, used) = Membership::decode_prefix(&image[8..], version)?;
     Ok((membership, &image[8 + used..]))
 }
 
@@ -184,7 +272,7 @@ pub fn read_envelope(r: &mut dyn Read) -> std::io::Result<Membership> {
     let invalid = |e: FormatError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
-    check_magic(&magic).map_err(invalid)?;
+    let version = check_magic(&magic).map_err(invalid)?;
     // The membership's encoding, gathered field by field, then decoded by its own decoder.
     let mut members = Vec::new();
     let count = read_u32(r, &mut members)?;
@@ -193,14 +281,27 @@ pub fn read_envelope(r: &mut dyn Read) -> std::io::Result<Membership> {
         let url_len = read_u32(r, &mut members)?;
         read_exact_into(r, url_len as usize, &mut members)?;
     }
+    if version >= 2 {
+        for _ in 0..read_u32(r, &mut members)? {
+            read_exact_into(r, 3 * 8, &mut members)?;
+            let url_len = read_u32(r, &mut members)?;
+            read_exact_into(r, url_len as usize, &mut members)?;
+        }
+        let removed = read_u32(r, &mut members)?;
+        read_exact_into(r, removed as usize * 8, &mut members)?;
+    }
     let (membership, _) =
-        Membership::decode_prefix(&members).map_err(|e| invalid(FormatError::from(e)))?;
+        Membership::decode_prefix(&members, version).map_err(|e| invalid(FormatError::from(e)))?;
     Ok(membership)
 }
 
-fn check_magic(magic: &[u8; 8]) -> Result<(), FormatError> {
+/// The membership layout version an envelope magic announces.
+fn check_magic(magic: &[u8; 8]) -> Result<u8, FormatError> {
+    if magic == ENVELOPE_V2 {
+        return Ok(2);
+    }
     if magic == ENVELOPE_V1 || magic == ENVELOPE_LEGACY {
-        return Ok(());
+        return Ok(1);
     }
     if magic[..7] == ENVELOPE_V1[..7] {
         return Err(FormatError::UnknownFormat(magic[7]));
@@ -261,6 +362,19 @@ mod tests {
         for cut in 1..data.len().min(9) {
             assert!(decode_entry(&data.slice(..cut)).is_err());
         }
+        let record = StartRecord {
+            id: 3,
+            start: Start {
+                incarnation: 7,
+                nonce: 0xdead_beef,
+                client_url: "http://127.0.0.1:12380".into(),
+            },
+        };
+        let data = Bytes::from(record.encode());
+        assert_eq!(decode_entry(&data).unwrap(), EntryData::Start(record));
+        for cut in 1..ENTRY_HEADER_BYTES + 24 {
+            assert!(decode_entry(&data.slice(..cut)).is_err());
+        }
     }
 
     // Intent: an image splits into membership and application bytes, from memory and from a
@@ -274,19 +388,32 @@ mod tests {
         let mut stream = &image[..];
         assert_eq!(read_envelope(&mut stream).unwrap(), m);
         assert_eq!(stream, b"app");
-        let mut old = image.clone();
-        old[..8].copy_from_slice(b"RXKVIMG1");
-        assert_eq!(decode_image(&old).unwrap().1, b"app");
+        for magic in [ENVELOPE_LEGACY, ENVELOPE_V1] {
+            let mut old = magic.to_vec();
+            m.encode_into(&mut old, 1);
+            old.extend_from_slice(b"app");
+            assert_eq!(decode_image(&old).unwrap(), (m.clone(), &b"app"[..]));
+            assert_eq!(read_envelope(&mut &old[..]).unwrap(), m);
+        }
         let mut newer = image.clone();
-        newer[7] = 2;
-        assert_eq!(decode_image(&newer), Err(FormatError::UnknownFormat(2)));
+        newer[7] = 3;
+        assert_eq!(decode_image(&newer), Err(FormatError::UnknownFormat(3)));
         for cut in 0..image.len() - 3 {
             assert!(decode_image(&image[..cut]).is_err());
         }
         let ctx = ConfChangeContext {
             request_id: 5,
             url: "http://h:1".into(),
+            promote_when_ready: true,
         };
         assert_eq!(ConfChangeContext::decode(&ctx.encode()).unwrap(), ctx);
+        // Release 0.2's context: [request_id][url].
+        let mut old_ctx = 5u64.to_le_bytes().to_vec();
+        old_ctx.extend_from_slice(b"http://h:1");
+        let old = ConfChangeContext::decode(&old_ctx).unwrap();
+        assert_eq!(
+            (old.url.as_str(), old.promote_when_ready),
+            ("http://h:1", false)
+        );
     }
 }

@@ -61,6 +61,9 @@ pub enum Conflict {
     /// The node to add is already a member.
     #[error("node {0} is already a member")]
     AlreadyMember(u64),
+    /// The ID was removed once; IDs are never reused.
+    #[error("node {0} was removed and its ID is never reused")]
+    IdRemoved(u64),
     /// The node to remove or promote is not a member (or not a learner).
     #[error("node {0} is not a member that can take this change")]
     NotMember(u64),
@@ -176,6 +179,7 @@ fn classify(refusal: Refusal) -> Result<NotApplied, Conflict> {
         Refusal::ShuttingDown => Ok(NotApplied::ShuttingDown),
         Refusal::ChangePending => Err(Conflict::ChangePending),
         Refusal::AlreadyMember(id) => Err(Conflict::AlreadyMember(id)),
+        Refusal::IdRemoved(id) => Err(Conflict::IdRemoved(id)),
         Refusal::NotMember(id) => Err(Conflict::NotMember(id)),
         Refusal::NotCaughtUp(id) => Err(Conflict::NotCaughtUp(id)),
         Refusal::UrlInUse { url, id } => Err(Conflict::UrlInUse { url, id }),

@@ -79,6 +79,7 @@ pub mod events;
 pub mod framing;
 pub mod handle;
 pub mod http;
+pub mod incarnation;
 pub mod limits;
 pub mod logging;
 pub mod membership;

@@ -3,8 +3,10 @@
 //! it stopped.
 //!
 //! Start order: raise the open-file limit; bind the peer listener (a taken port is a clear
-//! error, before anything touches disk); ask the other members what they run (fresh starts
-//! that cannot work are refused before writing anything); bootstrap or recover from disk;
+//! error, before anything touches disk) and, while fresh, answer other members' probes with
+//! "fresh"; ask the other members what they run and what they recorded of this node (starts
+//! that cannot be safe are refused before writing anything: a wiped, partly wiped or
+//! rolled-back member, a removed ID); bootstrap or recover from disk; raise the incarnation;
 //! restore the state machine from the snapshot; start the apply thread and the raft thread;
 //! serve peers. Stop order: the raft thread hands leadership away and syncs, then the apply
 //! thread drains, then the peer server stops.
@@ -68,8 +70,13 @@ pub async fn start<S: StateMachine>(
     // A fresh node listens on its --cluster URL at once (a taken port is refused before
     // anything touches disk); a node with data listens where the store says it lives.
     let fresh = !wal::Wal::exists(&config.wal_dir);
-    let early_listener = match fresh {
-        true => Some(bind_peers(config.peer_addr).await?),
+    let stored_incarnation = crate::incarnation::read(&config.wal_dir).map_err(fail)?;
+    if fresh {
+        check_not_partly_wiped(&config, stored_incarnation)?;
+    }
+    // A fresh node answers probes with "fresh" while it waits for the other initial members.
+    let early = match fresh {
+        true => Some(FreshResponder::start(&config, max_peers, &logger).await?),
         false => None,
     };
     let snapshotter = snap::Snapshotter::new(&config.snap_dir).map_err(|e| {
@@ -78,11 +85,21 @@ pub async fn start<S: StateMachine>(
             config.snap_dir.display()
         ))
     })?;
-    let recovered = recover_node(&config, &snapshotter, &logger).await?;
-    let peer_listener = match early_listener {
-        Some(listener) => listener,
+    let incarnation = stored_incarnation.unwrap_or(0) + 1;
+    let recovered = recover_node(&config, &snapshotter, incarnation, &logger).await?;
+    let peer_listener = match early {
+        Some(early) => early.stop().await?,
         None => bind_peers(stored_peer_addr(&config, &recovered.membership, &logger)?).await?,
     };
+    // Raised before this node sends anything: a later copy of this data dir restored from
+    // an older backup names an older start than the one the cluster recorded.
+    crate::incarnation::save(&config.wal_dir, incarnation).map_err(fail)?;
+    let start = crate::membership::Start {
+        incarnation,
+        nonce: crate::incarnation::nonce(),
+        client_url: config.client_url(),
+    };
+    info!(logger, "starting"; "incarnation" => incarnation, "client_url" => &start.client_url);
     let (applied_index, applied_term) = recovered.applied;
     restore_machine(&mut machine, recovered.snapshot.as_ref(), applied_index)?;
 
@@ -117,8 +134,11 @@ pub async fn start<S: StateMachine>(
     );
     let transport = Transport::new(
         tokio::runtime::Handle::current(),
-        recovered.cluster_id,
-        config.id,
+        crate::transport::Sender {
+            cluster_id: recovered.cluster_id,
+            id: config.id,
+            incarnation: (start.incarnation, start.nonce),
+        },
         config.peer_source_addr,
         (config.tick_interval * config.election_ticks as u32).max(Duration::from_secs(1)),
         report_tx.clone(),
@@ -137,6 +157,7 @@ pub async fn start<S: StateMachine>(
         reports: report_tx.clone(),
         hub,
         plan_merge: S::MERGES_SNAPSHOTS.then_some(S::plan_merge as _),
+        start,
         logger: logger.new(slog::o!("part" => "raft")),
     });
     let worker = ApplyWorker {
@@ -213,7 +234,8 @@ impl<O: Send + 'static> Node<O> {
     ///
     /// # Errors
     /// [`StartError`] when the raft thread died without its exit report (a panic aborts the
-    /// process before that, see `abort_on_panic`; this must never look like a clean stop).
+    /// process before that, see `abort_on_panic`; this must never look like a clean stop), or
+    /// when it stopped because a member recorded a later start of this node.
     pub async fn wait(mut self) -> Result<Exit, StartError> {
         let exit = (&mut self.exit_rx)
             .await
@@ -228,28 +250,48 @@ impl<O: Send + 'static> Node<O> {
         let _ = self.peer_stop.send(true);
         let _ = (&mut self.peer_server).await;
         info!(self.logger, "stopped"; "reason" => format!("{exit:?}"));
+        if exit == Exit::Superseded {
+            return Err(fail(
+                "a member recorded a later start of this node than this one: its data dir was \
+                 wiped or rolled back, and it would forget what it acknowledged; remove it \
+                 (curl -XDELETE <member>/<id>) and add it back under a new ID with --join",
+            ));
+        }
         Ok(exit)
     }
 }
 
-/// Asks the members, refuses fresh starts that cannot work, bootstraps or opens the data dirs,
-/// and checks that they belong to the cluster the members run.
+/// Asks the members, refuses starts that cannot be safe, bootstraps or opens the data dirs,
+/// and checks that they belong to the cluster the members run. `incarnation` is the start
+/// this node is about to make.
 async fn recover_node(
     config: &Config,
     snapshotter: &snap::Snapshotter,
+    incarnation: u64,
     logger: &Logger,
 ) -> Result<crate::recovery::Recovered, StartError> {
     let fresh = !wal::Wal::exists(&config.wal_dir);
-    let peers = probe_peers(config, fresh && config.join, logger).await;
+    let wait = match (fresh, config.join) {
+        (true, true) => Wait::Anyone,
+        (true, false) => Wait::Everyone,
+        (false, _) => Wait::OneRound,
+    };
+    let answers = probe_peers(config, wait, logger).await;
+    check_records(config, &answers, fresh, incarnation)?;
+    let running: Vec<&PeerView> = answers.iter().filter(|a| !a.fresh).collect();
     if fresh {
-        check_fresh_start(config, peers)?;
+        check_fresh_start(config, &running)?;
     }
-    let join_cluster_id = peers.filter(|_| config.join).map(|p| p.cluster_id);
+    let join_cluster_id = running
+        .first()
+        .filter(|_| config.join)
+        .map(|p| p.cluster_id);
     initialize(config, snapshotter, join_cluster_id, logger)?;
     let recovered = recover(config, snapshotter, logger)?;
-    if let Some(theirs) = peers
+    if let Some(theirs) = running
+        .iter()
         .map(|p| p.cluster_id)
-        .filter(|theirs| *theirs != recovered.cluster_id)
+        .find(|theirs| *theirs != recovered.cluster_id)
     {
         return Err(fail(format!(
             "this node's data belongs to cluster {:x} but the members of --cluster run cluster \
@@ -258,6 +300,93 @@ async fn recover_node(
         )));
     }
     Ok(recovered)
+}
+
+/// A WAL dir without segments is fresh only when nothing else of this node is left: an
+/// incarnation file, or snapshot files, mean that part of its data was wiped. Starting as new
+/// would forget what it acknowledged.
+fn check_not_partly_wiped(config: &Config, incarnation: Option<u64>) -> Result<(), StartError> {
+    let remedy = format!(
+        "remove it (curl -XDELETE <member>/{id}), wipe both {wal} and {snap}, and add it back \
+         under a new ID with --join",
+        id = config.id,
+        wal = config.wal_dir.display(),
+        snap = config.snap_dir.display()
+    );
+    if let Some(n) = incarnation {
+        return Err(fail(format!(
+            "the WAL in {} is gone but {} says node {} started {n} time(s): its data dir was \
+             partly wiped, and it would forget what it acknowledged; {remedy}",
+            config.wal_dir.display(),
+            crate::incarnation::path(&config.wal_dir).display(),
+            config.id
+        )));
+    }
+    let snaps = std::fs::read_dir(&config.snap_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+                .count()
+        })
+        .unwrap_or(0);
+    if snaps > 0 {
+        return Err(fail(format!(
+            "the WAL in {} is gone but {} still holds {snaps} snapshot file(s): node {}'s data \
+             dir was partly wiped, and it would forget what it acknowledged; {remedy}",
+            config.wal_dir.display(),
+            config.snap_dir.display(),
+            config.id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a start that the members' records of this node rule out: a removed ID; a fresh
+/// node that a member recorded as started (its data was lost); a node with data whose
+/// incarnation is not above the one a member recorded (its data dir was rolled back).
+fn check_records(
+    config: &Config,
+    answers: &[PeerView],
+    fresh: bool,
+    incarnation: u64,
+) -> Result<(), StartError> {
+    let id = config.id;
+    if let Some(a) = answers.iter().find(|a| a.removed) {
+        return Err(fail(format!(
+            "member {} says node {id} was removed from the cluster, and an ID is never reused: \
+             wipe this node's data dirs and add it under a new ID with --join",
+            a.id
+        )));
+    }
+    let Some(a) = answers
+        .iter()
+        .filter(|a| a.started.is_some())
+        .max_by_key(|a| a.started)
+    else {
+        return Ok(());
+    };
+    let recorded = a.started.unwrap_or(0);
+    if fresh {
+        return Err(fail(format!(
+            "this node's data dir is empty, but member {} recorded that node {id} started \
+             (incarnation {recorded}): its data was lost, and it would forget what it \
+             acknowledged; remove it (curl -XDELETE <member>/{id}) and add it back under a new \
+             ID with --join",
+            a.id
+        )));
+    }
+    if recorded >= incarnation {
+        return Err(fail(format!(
+            "this node's data dir is at incarnation {}, but member {} recorded that node {id} \
+             started as incarnation {recorded}: the data dir was rolled back to an older copy \
+             (a VM or disk snapshot restore?), and it would forget what it acknowledged since; \
+             remove it (curl -XDELETE <member>/{id}) and add it back under a new ID with --join",
+            incarnation - 1,
+            a.id
+        )));
+    }
+    Ok(())
 }
 
 async fn bind_peers(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
@@ -318,13 +447,32 @@ fn spawn_thread(
         .map_err(|e| fail(format!("cannot start the {name} thread: {e}")))
 }
 
-/// What the other members said about the cluster.
-#[derive(Debug, Clone, Copy)]
+/// What one other member said.
+#[derive(Debug, Clone)]
 struct PeerView {
-    /// The cluster they run.
+    /// Its ID.
+    id: u64,
+    /// It has not bootstrapped yet either (the rest is then empty).
+    fresh: bool,
+    /// The cluster it runs.
     cluster_id: u64,
     /// The highest index a leader among them has seen this node acknowledge.
     match_index: u64,
+    /// The incarnation of this node's last start record it applied.
+    started: Option<u64>,
+    /// It applied this node's removal.
+    removed: bool,
+}
+
+/// How long probing goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// One quick round (a restart: whoever answers).
+    OneRound,
+    /// Until one running member answers, for [`JOIN_TIMEOUT`] (`--join`).
+    Anyone,
+    /// Until every other initial member answered, however long (a fresh bootstrap).
+    Everyone,
 }
 
 /// Refuses a fresh (empty) start that cannot work, before anything is written to disk:
@@ -332,8 +480,8 @@ struct PeerView {
 /// cluster (the node was added and needs `--join`); a member whose data is gone although the
 /// leader saw it acknowledge entries (raft trusts acknowledgements: it would never be caught up
 /// and could vote twice; it must come back under a new ID).
-fn check_fresh_start(config: &Config, peers: Option<PeerView>) -> Result<(), StartError> {
-    let Some(peers) = peers else {
+fn check_fresh_start(config: &Config, running: &[&PeerView]) -> Result<(), StartError> {
+    let Some(first) = running.first() else {
         if config.join {
             return Err(fail(
                 "cannot reach any member of --cluster to join: start the existing members, add \
@@ -342,68 +490,167 @@ fn check_fresh_start(config: &Config, peers: Option<PeerView>) -> Result<(), Sta
         }
         return Ok(());
     };
-    if !config.join && peers.cluster_id != config.initial_cluster_id() {
+    if !config.join && first.cluster_id != config.initial_cluster_id() {
         return Err(fail(format!(
             "the members of --cluster already run cluster {:x}: add this node with \
              `curl -XPOST <member>/{} -d <peer-url>` and start it with --join",
-            peers.cluster_id, config.id
+            first.cluster_id, config.id
         )));
     }
-    if peers.match_index > 1 {
+    let matched = running.iter().map(|p| p.match_index).max().unwrap_or(0);
+    if matched > 1 {
         return Err(fail(format!(
             "this node's data dir is empty, but the leader saw node {} acknowledge entries up to \
-             index {}: its data was lost; remove it (curl -XDELETE <member>/{}) and add it back \
-             under a new ID with --join",
-            config.id, peers.match_index, config.id
+             index {matched}: its data was lost; remove it (curl -XDELETE <member>/{}) and add it \
+             back under a new ID with --join",
+            config.id, config.id
         )));
     }
     Ok(())
 }
 
-/// Asks the other members of `--cluster` (`GET /raft/cluster?id=<ours>`) which cluster they
-/// run and what the leader knows of this node. With `patient`, retries for [`JOIN_TIMEOUT`]
-/// until someone answers; otherwise one quick round. `None` when nobody answered.
-async fn probe_peers(config: &Config, patient: bool, logger: &Logger) -> Option<PeerView> {
+/// Asks the other members of `--cluster` (`GET /raft/cluster?id=<ours>`) what they run and
+/// what they recorded of this node, as long as `wait` says. A fresh bootstrap waits for
+/// every other initial member: only then can it know that none of them recorded a start of
+/// this ID (a lost data dir) and none runs another cluster.
+async fn probe_peers(config: &Config, wait: Wait, logger: &Logger) -> Vec<PeerView> {
     let client = crate::transport::http_client(config.peer_source_addr);
-    let give_up = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let started = tokio::time::Instant::now();
+    let mut next_warning = started + Duration::from_secs(5);
+    let mut answers: Vec<PeerView> = Vec::new();
     loop {
-        let mut view: Option<PeerView> = None;
         for (i, url) in config.cluster.iter().enumerate() {
-            if i as u64 + 1 == config.id {
+            let id = i as u64 + 1;
+            if id == config.id || answers.iter().any(|a| a.id == id && !a.fresh) {
                 continue;
             }
-            let Ok(req) = hyper::Request::get(format!("{url}/raft/cluster?id={}", config.id))
-                .body(crate::http::full(bytes::Bytes::new()))
-            else {
+            let Some(answer) = probe(&client, url, config.id).await else {
                 continue;
             };
-            let ask = async {
-                let resp = client.request(req).await.ok()?;
-                let body = resp.into_body().collect().await.ok()?.to_bytes();
-                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-                let cluster_id = u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()?;
-                let match_index = v.get("match_index").and_then(|m| m.as_u64()).unwrap_or(0);
-                Some(PeerView {
-                    cluster_id,
-                    match_index,
-                })
-            };
-            if let Ok(Some(answer)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
-                info!(logger, "a member answered"; "url" => url,
-                    "cluster_id" => format!("{:x}", answer.cluster_id), "match_index" => answer.match_index);
-                let best = view.map_or(0, |v| v.match_index).max(answer.match_index);
-                view = Some(PeerView {
-                    cluster_id: view.map_or(answer.cluster_id, |v| v.cluster_id),
-                    match_index: best,
-                });
-            }
+            info!(logger, "a member answered"; "url" => url, "fresh" => answer.fresh,
+                "cluster_id" => format!("{:x}", answer.cluster_id),
+                "match_index" => answer.match_index, "started" => answer.started);
+            answers.retain(|a| a.id != answer.id);
+            answers.push(answer);
         }
-        if view.is_some() || !patient || tokio::time::Instant::now() >= give_up {
-            if view.is_none() && patient {
+        let running = answers.iter().any(|a| !a.fresh);
+        // One member that recorded this ID as started or removed settles it: refused.
+        let settled = answers
+            .iter()
+            .any(|a| a.started.is_some() || a.removed || a.match_index > 1);
+        let missing: Vec<u64> = (1..=config.cluster.len() as u64)
+            .filter(|id| *id != config.id && !answers.iter().any(|a| a.id == *id))
+            .collect();
+        let now = tokio::time::Instant::now();
+        let done = match wait {
+            Wait::OneRound => true,
+            Wait::Anyone => running || now >= started + JOIN_TIMEOUT,
+            Wait::Everyone => missing.is_empty() || settled,
+        };
+        if done {
+            if wait == Wait::Anyone && !running {
                 warn!(logger, "no member of --cluster answered");
             }
-            return view;
+            return answers;
+        }
+        if wait == Wait::Everyone && now >= next_warning {
+            warn!(logger, "waiting for every initial member to answer before bootstrapping \
+                (a member that lost its data must not bootstrap again)"; "missing" => format!("{missing:?}"));
+            next_warning = now + Duration::from_secs(5);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One probe of the member at `url` for node `id`; `None` when it did not answer in time.
+async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Option<PeerView> {
+    let req = hyper::Request::get(format!("{url}/raft/cluster?id={id}"))
+        .body(crate::http::full(bytes::Bytes::new()))
+        .ok()?;
+    let ask = async {
+        let resp = client.request(req).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let peer_id = v.get("id")?.as_u64()?;
+        if v.get("fresh").and_then(|f| f.as_bool()) == Some(true) {
+            return Some(PeerView {
+                id: peer_id,
+                fresh: true,
+                cluster_id: 0,
+                match_index: 0,
+                started: None,
+                removed: false,
+            });
+        }
+        Some(PeerView {
+            id: peer_id,
+            fresh: false,
+            cluster_id: u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()?,
+            match_index: v.get("match_index").and_then(|m| m.as_u64()).unwrap_or(0),
+            started: v
+                .get("started")
+                .and_then(|s| s.get("incarnation"))
+                .and_then(|c| c.as_u64()),
+            removed: v.get("removed").and_then(|r| r.as_bool()).unwrap_or(false),
+        })
+    };
+    tokio::time::timeout(Duration::from_millis(500), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Answers `GET /raft/cluster` with "fresh" on this node's peer port until the node has
+/// bootstrapped or joined; everything else gets 503. The listener is shared with the real
+/// peer server, which takes over once [`FreshResponder::stop`] returns.
+struct FreshResponder {
+    listener: std::net::TcpListener,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FreshResponder {
+    async fn start(
+        config: &Config,
+        max_peers: usize,
+        logger: &Logger,
+    ) -> Result<FreshResponder, StartError> {
+        let listener = bind_peers(config.peer_addr).await?;
+        let keep = listener.into_std().map_err(|e| fail(e.to_string()))?;
+        let serving = keep
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|e| fail(format!("cannot listen for peers: {e}")))?;
+        let id = config.id;
+        let (stop, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(crate::http::serve(
+            serving,
+            max_peers,
+            move |req: hyper::Request<hyper::body::Incoming>| async move {
+                if req.uri().path() == "/raft/cluster" {
+                    let answer = serde_json::json!({"fresh": true, "id": id});
+                    return crate::http::json(hyper::StatusCode::OK, &answer);
+                }
+                crate::http::text(
+                    hyper::StatusCode::SERVICE_UNAVAILABLE,
+                    "this node is starting: retry",
+                )
+            },
+            stop_rx,
+            logger.new(slog::o!("part" => "fresh-responder")),
+        ));
+        Ok(FreshResponder {
+            listener: keep,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops answering and hands the listener over.
+    async fn stop(self) -> Result<TcpListener, StartError> {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        TcpListener::from_std(self.listener)
+            .map_err(|e| fail(format!("cannot listen for peers: {e}")))
     }
 }

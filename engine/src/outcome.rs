@@ -164,6 +164,10 @@ pub fn conflict(c: Conflict) -> Answer {
         Conflict::AlreadyMember(id) => {
             format!("node {id} is already a member: remove it first to re-add it")
         }
+        Conflict::IdRemoved(id) => format!(
+            "node {id} was removed from this cluster, and an ID is never reused (a node with \
+             its old data could vote twice): add the new node under a new ID"
+        ),
         Conflict::NotCaughtUp(id) => {
             format!("learner {id} has not caught up with the log yet: retry the promotion shortly")
         }

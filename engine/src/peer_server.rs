@@ -6,11 +6,16 @@
 //! - `POST /raft/snapshot`: one `MsgSnapshot` as `[len u32 LE][message without its data][data]`,
 //!   at most [`MAX_SNAPSHOT_BODY_BYTES`]; the data stays a slice of the body (no copy) and its
 //!   image is checked end to end before raft sees it;
-//! - `GET /raft/cluster?id=N`: `{"cluster_id": "<hex>", "id": M, "match_index": I}`, asked by
-//!   a starting node (`I` is what a leader saw node N acknowledge, else 0).
+//! - `GET /raft/cluster?id=N`: `{"fresh": false, "cluster_id": "<hex>", "id": M,
+//!   "match_index": I, "started": {"incarnation": C, "nonce": X} | null, "removed": bool}`,
+//!   asked by a starting node N (`I` is what a leader saw it acknowledge, else 0; `started` is
+//!   its last start record as this member applied it). A node that has not bootstrapped yet
+//!   answers `{"fresh": true, "id": M}` (see `node.rs`).
 //!
 //! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
-//! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 410 the sender was removed; 412 another
+//! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 409 this node
+//! recorded a later start of the sender than the one it names in `X-Raft-Incarnation` (its
+//! data dir was wiped or rolled back); 410 the sender was removed; 412 another
 //! cluster; 413 too large; 503 the inbox is full (the sender backs off). Nothing is stepped
 //! unless the whole batch is valid. Every refusal is counted by [`Refused`] reason.
 
@@ -28,8 +33,9 @@ use raft::eraftpb::{Message, MessageType};
 use crate::framing::decode_image;
 use crate::http::{json, read_body, text, Answer};
 use crate::limits::{MAX_BATCH_BODY_BYTES, MAX_TERM};
+use crate::membership::Membership;
 use crate::protocol::Msg;
-use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
+use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_INCARNATION, HEADER_TO};
 
 /// Largest snapshot request body.
 pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
@@ -61,11 +67,13 @@ pub enum Refused {
     Term,
     /// A snapshot whose image does not validate (400).
     Snapshot,
+    /// A sender whose start is older than the one recorded for it (409).
+    Superseded,
 }
 
 impl Refused {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refused; 9] = [
+    pub const ALL: [Refused; 10] = [
         Refused::Headers,
         Refused::OtherCluster,
         Refused::WrongReceiver,
@@ -75,6 +83,7 @@ impl Refused {
         Refused::LocalType,
         Refused::Term,
         Refused::Snapshot,
+        Refused::Superseded,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -89,6 +98,7 @@ impl Refused {
             Refused::LocalType => "local_type",
             Refused::Term => "term",
             Refused::Snapshot => "snapshot",
+            Refused::Superseded => "superseded",
         }
     }
 
@@ -96,6 +106,7 @@ impl Refused {
         match self {
             Refused::OtherCluster => StatusCode::PRECONDITION_FAILED,
             Refused::Removed => StatusCode::GONE,
+            Refused::Superseded => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -109,6 +120,8 @@ pub struct PeerGate {
     cluster_id: u64,
     self_id: u64,
     removed: RwLock<HashSet<u64>>,
+    /// Each member's last start record as applied here: incarnation, nonce.
+    starts: RwLock<HashMap<u64, (u64, u64)>>,
     /// On the leader: each member's match index (empty elsewhere).
     matched: RwLock<HashMap<u64, u64>>,
     dropped: AtomicU64,
@@ -134,6 +147,7 @@ impl PeerGate {
             cluster_id,
             self_id,
             removed: RwLock::new(HashSet::new()),
+            starts: RwLock::new(HashMap::new()),
             matched: RwLock::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             refused: Default::default(),
@@ -176,14 +190,28 @@ impl PeerGate {
         self.duplicate_reads.load(Ordering::Relaxed)
     }
 
-    /// Marks `id` removed (its messages get 410) or a member again.
-    pub fn set_removed(&self, id: u64, removed: bool) {
-        let mut set = self.removed.write().unwrap_or_else(|e| e.into_inner());
-        if removed {
-            set.insert(id);
-        } else {
-            set.remove(&id);
-        }
+    /// Publishes the removed IDs and start records of `membership` (after the raft thread
+    /// applied a change to them).
+    pub fn set_records(&self, membership: &Membership) {
+        *self.removed.write().unwrap_or_else(|e| e.into_inner()) = membership.removed().collect();
+        *self.starts.write().unwrap_or_else(|e| e.into_inner()) = membership
+            .starts()
+            .map(|(id, s)| (id, (s.incarnation, s.nonce)))
+            .collect();
+    }
+
+    /// The last start record of `id` applied here: incarnation, nonce.
+    pub fn start_of(&self, id: u64) -> Option<(u64, u64)> {
+        self.starts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Whether `id` was removed.
+    pub fn was_removed(&self, id: u64) -> bool {
+        self.is_removed(id)
     }
 
     /// Publishes the leader's view of each member's match index (`None` when not leading).
@@ -234,12 +262,18 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
                 .and_then(|q| q.strip_prefix("id="))
                 .and_then(|id| id.parse::<u64>().ok());
             let match_index = asker.map_or(0, |id| gate.match_index(id));
+            let started = asker
+                .and_then(|id| gate.start_of(id))
+                .map(|(c, n)| serde_json::json!({"incarnation": c, "nonce": format!("{n:x}")}));
             json(
                 StatusCode::OK,
                 &serde_json::json!({
+                    "fresh": false,
                     "cluster_id": format!("{:x}", gate.cluster_id),
                     "id": gate.self_id,
                     "match_index": match_index,
+                    "started": started,
+                    "removed": asker.is_some_and(|id| gate.is_removed(id)),
                 }),
             )
         }
@@ -360,7 +394,33 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusa
             format!("node {from} was removed from this cluster: it must shut down"),
         ));
     }
+    // A sender that names an older start of itself than the one applied here lost its data
+    // (wiped, or rolled back to an older copy): its votes and acknowledgements are not
+    // trusted. No header (an older release, a tool) is not checked.
+    if let Some((incarnation, nonce)) = header(HEADER_INCARNATION).and_then(|v| parse_start(&v)) {
+        if let Some((known, known_nonce)) = gate.start_of(from) {
+            if known >= incarnation && known_nonce != nonce {
+                return Err((
+                    Refused::Superseded,
+                    format!(
+                        "node {from} speaks as start {incarnation} but this member recorded its \
+                         start {known}: its data dir was wiped or rolled back; remove it \
+                         (curl -XDELETE <member>/{from}) and add it back under a new ID"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(from)
+}
+
+/// `<incarnation>-<nonce hex>`.
+fn parse_start(v: &str) -> Option<(u64, u64)> {
+    let (incarnation, nonce) = v.split_once('-')?;
+    Some((
+        incarnation.parse().ok()?,
+        u64::from_str_radix(nonce, 16).ok()?,
+    ))
 }
 
 /// Decodes and validates a batch body.

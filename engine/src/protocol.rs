@@ -42,6 +42,9 @@ pub enum Refusal {
     /// The node is shutting down.
     #[error("this node is shutting down")]
     ShuttingDown,
+    /// The ID was removed once; IDs are never reused.
+    #[error("node {0} was removed and its ID is never reused")]
+    IdRemoved(u64),
 }
 
 /// A membership change request.
@@ -146,6 +149,9 @@ pub enum Report {
     Undelivered(Vec<Message>),
     /// A peer answered 410: this node was removed while it was away.
     Removed,
+    /// A peer answered 409: it recorded a later start of this node than this one, so this
+    /// node's data dir was wiped or rolled back (the sentence is the peer's).
+    Superseded(String),
 }
 
 /// Why the loop ended.
@@ -155,6 +161,9 @@ pub enum Exit {
     Shutdown,
     /// This node was removed from the cluster.
     Removed,
+    /// A member recorded a later start of this node: its data dir was wiped or rolled back,
+    /// and it stopped before taking part (see `Report::Superseded`).
+    Superseded,
 }
 
 /// A node's status, typed; applications build their own JSON from it (it also serialises as
@@ -183,6 +192,12 @@ pub struct Status {
     pub voters: Vec<Member>,
     /// Learners with their peer URLs.
     pub learners: Vec<Member>,
+    /// This start of this node.
+    pub incarnation: u64,
+    /// Every member's last start record applied here (its client URL: where tools reach it).
+    pub started: Vec<Started>,
+    /// IDs removed from the cluster (never reused).
+    pub removed_ids: Vec<u64>,
     /// On the leader: every follower's replication progress.
     pub progress: Option<Vec<PeerProgress>>,
     /// Peer messages dropped because a queue was full.
@@ -192,6 +207,17 @@ pub struct Status {
     /// On a leader: ReadIndex requests whose context was already pending (raft-rs drops
     /// them silently; MUST stay 0).
     pub duplicate_read_contexts: u64,
+}
+
+/// A member's last start record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    /// The member.
+    pub id: u64,
+    /// Its incarnation at that start.
+    pub incarnation: u64,
+    /// Where it serves clients.
+    pub client_url: String,
 }
 
 /// One follower's progress, as the leader sees it.

@@ -40,9 +40,9 @@ use tokio::sync::oneshot;
 use crate::apply::Apply;
 use crate::config::Config;
 use crate::events::{EventHub, EventKind, NodeState, Role};
-use crate::framing::{decode_entry, decode_image, ConfChangeContext, EntryData};
+use crate::framing::{decode_entry, decode_image, ConfChangeContext, EntryData, StartRecord};
 use crate::limits::MAX_SIZE_PER_MSG;
-use crate::membership::{Member, Membership};
+use crate::membership::{Member, Membership, Start};
 use crate::peer_server::PeerGate;
 use crate::protocol::{Exit, MemberChange, Msg, PeerProgress, Refusal, Report, Status};
 use crate::snapshot_builder::{JobContext, PlanMerge, SnapshotJob};
@@ -168,6 +168,8 @@ pub struct Parts {
     pub hub: EventHub,
     /// `Some` when the application merges snapshots (else the apply thread images them).
     pub plan_merge: Option<PlanMerge>,
+    /// This start of this node (announced in a start record).
+    pub start: Start,
     /// Log.
     pub logger: Logger,
 }
@@ -222,6 +224,12 @@ pub struct RaftNode {
     job_logged_bytes: u64,
     /// Size of the last image saved.
     last_image_bytes: u64,
+    /// This start of this node, announced until its start record is applied.
+    own_start: Start,
+    /// When the start record was last proposed.
+    start_proposed_at: Option<Instant>,
+    /// A member recorded a later start of this node: stop.
+    superseded: bool,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -256,8 +264,10 @@ impl RaftNode {
             reports,
             hub,
             plan_merge,
+            start,
             logger,
         } = parts;
+        gate.set_records(&membership);
         let conf_state = raw
             .store()
             .initial_state()
@@ -299,6 +309,9 @@ impl RaftNode {
             logged_bytes: 0,
             job_logged_bytes: 0,
             last_image_bytes: 0,
+            own_start: start,
+            start_proposed_at: None,
+            superseded: false,
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -360,6 +373,8 @@ impl RaftNode {
                 self.check_transfers(now);
                 self.publish_progress();
                 self.propose_deferred_removals(now);
+                self.announce_start(now);
+                self.promote_ready_learners();
             }
             self.issue_reads();
             if self.raw.has_ready() {
@@ -367,6 +382,10 @@ impl RaftNode {
             }
             self.publish_role();
             self.maybe_snapshot();
+            if self.superseded {
+                self.finish();
+                return Exit::Superseded;
+            }
             if self.removed {
                 self.finish();
                 return Exit::Removed;
@@ -467,6 +486,70 @@ impl RaftNode {
                 }
                 self.on_removed("a peer answered that this node was removed");
             }
+            Report::Superseded(why) => {
+                slog::crit!(self.logger, "a member recorded a later start of this node: its data \
+                    dir was wiped or rolled back; stopping before it takes part"; "peer_said" => why);
+                self.superseded = true;
+            }
+        }
+    }
+
+    /// Proposes this node's start record until it is applied: once per election timeout
+    /// while a leader is known and this node is a member.
+    fn announce_start(&mut self, now: Instant) {
+        let me = self.config.id;
+        if self.membership.started(me) == Some(&self.own_start)
+            || self.raw.raft.leader_id == 0
+            || self.stopping.is_some()
+            || !(self.conf_state.voters.contains(&me) || self.conf_state.learners.contains(&me))
+        {
+            return;
+        }
+        let retry = self.config.tick_interval * self.config.election_ticks as u32;
+        if self
+            .start_proposed_at
+            .is_some_and(|at| now.duration_since(at) < retry)
+        {
+            return;
+        }
+        self.start_proposed_at = Some(now);
+        let record = StartRecord {
+            id: me,
+            start: self.own_start.clone(),
+        };
+        let (done, _) = oneshot::channel();
+        self.proposals.push((record.encode().into(), done));
+    }
+
+    /// On the leader: promotes a learner added by `POST /{id}` once it has started (its start
+    /// record is applied) and caught up, one change at a time.
+    fn promote_ready_learners(&mut self) {
+        if self.raw.raft.state != StateRole::Leader
+            || self.raw.raft.has_pending_conf()
+            || self.stopping.is_some()
+        {
+            return;
+        }
+        let ready = self.membership.iter().find(|m| {
+            m.learner
+                && m.promote_when_ready
+                && self.membership.started(m.id).is_some()
+                && self.conf_state.learners.contains(&m.id)
+                && self.learner_caught_up(m.id)
+        });
+        if let Some(id) = ready.map(|m| m.id) {
+            info!(self.logger, "promoting a learner that started and caught up"; "node" => id);
+            let _ = self.propose_conf_change(id, ConfChangeType::AddNode, String::new(), 0, false);
+        }
+    }
+
+    /// A start record became committed: remember it (it reaches the snapshot envelope).
+    fn apply_start_record(&mut self, record: StartRecord, index: u64) {
+        let StartRecord { id, start } = record;
+        info!(self.logger, "member started"; "node" => id, "incarnation" => start.incarnation,
+            "client_url" => &start.client_url, "index" => index);
+        if self.membership.record_start(id, start) {
+            self.gate.set_records(&self.membership);
         }
     }
 
@@ -580,6 +663,9 @@ impl RaftNode {
         if self.raw.raft.has_pending_conf() {
             return Err(Refusal::ChangePending);
         }
+        if matches!(change, MemberChange::Add { .. }) && self.membership.was_removed(id) {
+            return Err(Refusal::IdRemoved(id));
+        }
         let is_voter = self.conf_state.voters.contains(&id);
         let is_learner = self.conf_state.learners.contains(&id);
         let (change_type, url) = match change {
@@ -590,11 +676,18 @@ impl RaftNode {
                 let owner = self.url_owner(&url).expect("checked");
                 return Err(Refusal::UrlInUse { url, id: owner });
             }
-            MemberChange::Add { url, learner: true } => (ConfChangeType::AddLearnerNode, url),
-            MemberChange::Add {
-                url,
-                learner: false,
-            } => (ConfChangeType::AddNode, url),
+            // A voter comes in as a learner, promoted once it started and caught up
+            // (`promote_ready_learners`): a node that never ran cannot stall the quorum.
+            MemberChange::Add { url, learner } => {
+                let promote = !learner;
+                return self.propose_conf_change(
+                    id,
+                    ConfChangeType::AddLearnerNode,
+                    url,
+                    request_id,
+                    promote,
+                );
+            }
             MemberChange::Promote if !is_learner => return Err(Refusal::NotMember(id)),
             MemberChange::Promote if !self.learner_caught_up(id) => {
                 return Err(Refusal::NotCaughtUp(id))
@@ -609,7 +702,7 @@ impl RaftNode {
         if change_type == ConfChangeType::RemoveNode && id == self.config.id {
             self.own_removals.push(request_id);
         }
-        self.propose_conf_change(id, change_type, url, request_id)
+        self.propose_conf_change(id, change_type, url, request_id, false)
     }
 
     fn propose_conf_change(
@@ -618,11 +711,18 @@ impl RaftNode {
         change_type: ConfChangeType,
         url: String,
         request_id: u64,
+        promote_when_ready: bool,
     ) -> Result<(), Refusal> {
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
-        cc.context = ConfChangeContext { request_id, url }.encode().into();
+        cc.context = ConfChangeContext {
+            request_id,
+            url,
+            promote_when_ready,
+        }
+        .encode()
+        .into();
         self.raw
             .propose_conf_change(Vec::new(), cc)
             .map_err(|_| Refusal::Dropped)
@@ -716,8 +816,13 @@ impl RaftNode {
         }
         for (id, request_id) in due {
             // A refusal here (no leader for a moment) is retried at the next due time.
-            let _ =
-                self.propose_conf_change(id, ConfChangeType::RemoveNode, String::new(), request_id);
+            let _ = self.propose_conf_change(
+                id,
+                ConfChangeType::RemoveNode,
+                String::new(),
+                request_id,
+                false,
+            );
         }
     }
 
@@ -856,7 +961,10 @@ impl RaftNode {
         }
         self.save_snapshot_mark(&meta);
         match decode_image(&snapshot.data) {
-            Ok((membership, _)) => self.membership = membership,
+            Ok((membership, _)) => {
+                self.membership = membership;
+                self.gate.set_records(&self.membership);
+            }
             Err(e) => {
                 crate::logging::fatal(&self.logger, "a validated snapshot has no membership", &e)
             }
@@ -902,7 +1010,19 @@ impl RaftNode {
                 EntryType::EntryConfChangeV2 => {
                     warn!(self.logger, "ignoring a ConfChangeV2 entry"; "index" => e.index)
                 }
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => {
+                    if e.data.first() == Some(&crate::framing::ENTRY_FORMAT_START) {
+                        match decode_entry(&e.data) {
+                            Ok(EntryData::Start(record)) => {
+                                self.apply_start_record(record, e.index)
+                            }
+                            other => {
+                                warn!(self.logger, "skipping a malformed start record";
+                                    "index" => e.index, "error" => format!("{other:?}"))
+                            }
+                        }
+                    }
+                }
             }
         }
         self.sent_index = last_index;
@@ -956,12 +1076,18 @@ impl RaftNode {
                 } else {
                     url
                 };
-                info!(self.logger, "member added"; "node" => id, "url" => &url, "learner" => learner);
+                let promote_when_ready = learner && ctx.is_some_and(|c| c.promote_when_ready);
+                info!(self.logger, "member added"; "node" => id, "url" => &url, "learner" => learner,
+                    "promote_when_ready" => promote_when_ready);
                 let promoted = self.membership.get(id).is_some_and(|m| m.learner) && !learner;
-                self.membership.insert(id, url.clone(), learner);
+                self.membership.insert_member(Member {
+                    id,
+                    url: url.clone(),
+                    learner,
+                    promote_when_ready,
+                });
                 let change = if promoted { "promote" } else { "add" };
                 self.publish_membership(change, id, url.clone(), learner, index);
-                self.gate.set_removed(id, false);
                 if !url.is_empty() {
                     self.transport.set_peer(id, &url);
                 }
@@ -971,7 +1097,7 @@ impl RaftNode {
                 self.membership.remove(id);
                 self.publish_membership("remove", id, String::new(), false, index);
                 self.transport.remove_peer(id);
-                self.gate.set_removed(id, true);
+                self.gate.set_records(&self.membership);
                 if id == self.config.id {
                     info!(
                         self.logger,
@@ -1273,6 +1399,7 @@ impl RaftNode {
                         id: *id,
                         url: self.config.cluster_url(*id).unwrap_or_default().to_string(),
                         learner: false,
+                        promote_when_ready: false,
                     })
                 })
                 .collect()
@@ -1308,6 +1435,17 @@ impl RaftNode {
             snapshot_index: self.snapshot_index,
             voters: pick(&voters),
             learners: pick(&learners),
+            incarnation: self.own_start.incarnation,
+            started: self
+                .membership
+                .starts()
+                .map(|(id, s)| crate::protocol::Started {
+                    id,
+                    incarnation: s.incarnation,
+                    client_url: s.client_url.clone(),
+                })
+                .collect(),
+            removed_ids: self.membership.removed().collect(),
             progress,
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
             peer_refused: self

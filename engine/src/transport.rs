@@ -41,6 +41,9 @@ pub const HEADER_CLUSTER: &str = "x-raft-cluster-id";
 pub const HEADER_FROM: &str = "x-raft-from";
 /// Header carrying the receiver's raft ID.
 pub const HEADER_TO: &str = "x-raft-to";
+/// Header: the sender's start, `<incarnation>-<nonce hex>` (see `membership::Start`); a
+/// receiver that recorded a later start of the sender refuses it (409).
+pub const HEADER_INCARNATION: &str = "x-raft-incarnation";
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_BOUND: usize = 4096;
 /// Snapshots queued per peer (raft sends at most one at a time per follower).
@@ -57,7 +60,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-type HttpClient = Client<HttpConnector, crate::http::Body>;
+/// The peer HTTP client.
+pub type HttpClient = Client<HttpConnector, crate::http::Body>;
 
 /// What every sender task needs.
 #[derive(Clone)]
@@ -65,10 +69,23 @@ struct Shared {
     client: HttpClient,
     cluster_id: u64,
     self_id: u64,
+    /// [`HEADER_INCARNATION`]'s value.
+    incarnation: String,
     reports: crossbeam_channel::Sender<Report>,
     logger: Logger,
     request_timeout: Duration,
     dropped: Arc<AtomicU64>,
+}
+
+/// Who a transport speaks as.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    /// The cluster.
+    pub cluster_id: u64,
+    /// This node.
+    pub id: u64,
+    /// This start of it: incarnation and nonce.
+    pub incarnation: (u64, u64),
 }
 
 struct PeerLink {
@@ -89,8 +106,7 @@ impl Transport {
     /// peer then costs at most that long before the next batch).
     pub fn new(
         runtime: tokio::runtime::Handle,
-        cluster_id: u64,
-        self_id: u64,
+        sender: Sender,
         source_addr: Option<IpAddr>,
         request_timeout: Duration,
         reports: crossbeam_channel::Sender<Report>,
@@ -100,8 +116,9 @@ impl Transport {
         Transport {
             shared: Shared {
                 client,
-                cluster_id,
-                self_id,
+                cluster_id: sender.cluster_id,
+                self_id: sender.id,
+                incarnation: format!("{}-{:x}", sender.incarnation.0, sender.incarnation.1),
                 reports,
                 logger,
                 request_timeout,
@@ -244,6 +261,11 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
                 let _ = shared.reports.send(Report::Removed);
                 tokio::time::sleep(BACKOFF_MAX).await;
             }
+            Err(SendError::Status(StatusCode::CONFLICT, why)) => {
+                warn!(shared.logger, "peer recorded a later start of this node"; "peer" => to, "why" => &why);
+                let _ = shared.reports.send(Report::Superseded(why));
+                tokio::time::sleep(BACKOFF_MAX).await;
+            }
             Err(e) => {
                 if failures == 0 || failures.is_power_of_two() {
                     warn!(shared.logger, "cannot send to peer"; "peer" => to, "error" => %e, "failures" => failures + 1);
@@ -331,6 +353,7 @@ async fn post(
         .header(HEADER_CLUSTER, format!("{:x}", shared.cluster_id))
         .header(HEADER_FROM, shared.self_id.to_string())
         .header(HEADER_TO, to.to_string())
+        .header(HEADER_INCARNATION, &shared.incarnation)
         .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
         .body(body)
         .map_err(|e| SendError::Http(e.to_string()))?;

@@ -510,7 +510,7 @@ impl Cluster {
         let others: Vec<u64> = self.ids().into_iter().filter(|i| *i != victim).collect();
         let done = poll(SLOW, || {
             let leader = self.current_leader()?;
-            if self.voters_of(leader)?.contains(&victim) {
+            if self.members_of(leader, "voters")?.contains(&victim) {
                 let _ = self.req(
                     leader,
                     "DELETE",
@@ -562,7 +562,10 @@ impl Cluster {
         let url = self.urls[&id].clone();
         let added = poll(SLOW, || {
             let leader = self.current_leader()?;
-            if self.voters_of(leader)?.contains(&id) {
+            // `POST /{id}` adds a learner, promoted once it started and caught up.
+            if self.members_of(leader, "voters")?.contains(&id)
+                || self.members_of(leader, "learners")?.contains(&id)
+            {
                 return Some(());
             }
             let _ = self.req(
@@ -587,6 +590,15 @@ impl Cluster {
             self.restart(id);
         }
         self.wait_healthy();
+        let promoted = poll(SLOW, || {
+            let leader = self.current_leader()?;
+            self.members_of(leader, "voters")?
+                .contains(&id)
+                .then_some(())
+        });
+        if promoted.is_none() {
+            panic!("node {id} was not promoted to voter\n{}", self.dump());
+        }
         id
     }
 
@@ -603,10 +615,11 @@ impl Cluster {
             .map(|(_, id)| id)
     }
 
-    fn voters_of(&self, id: u64) -> Option<Vec<u64>> {
+    /// The IDs in `kind` ("voters" or "learners") of node `id`'s status.
+    fn members_of(&self, id: u64, kind: &str) -> Option<Vec<u64>> {
         let s = self.status(id)?;
         Some(
-            s["voters"]
+            s[kind]
                 .as_array()?
                 .iter()
                 .filter_map(|v| v["id"].as_u64())

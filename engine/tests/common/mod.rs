@@ -213,6 +213,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut slots = Vec::new();
+        let mut starts = Vec::new();
         for id in 1..=n {
             let argv: Vec<String> = [
                 "--id".to_string(),
@@ -241,8 +242,18 @@ impl Cluster {
                 .expect("clap accepts the test flags");
             let config = Arc::new(Config::from_args(&cli.args).expect("valid test flags"));
             let register = Register::default();
-            let node = engine::start(config.clone(), register.clone(), test_logger())
+            // All at once: a fresh member bootstraps only once every initial member answered.
+            let starting = tokio::spawn(engine::start(
+                config.clone(),
+                register.clone(),
+                test_logger(),
+            ));
+            starts.push((id, config, register, starting));
+        }
+        for (id, config, register, starting) in starts {
+            let node = starting
                 .await
+                .expect("the start task")
                 .unwrap_or_else(|e| panic!("node {id} did not start: {e}"));
             slots.push(Slot {
                 config,
