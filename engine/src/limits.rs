@@ -20,6 +20,12 @@ pub const MAX_TERM: u64 = 1 << 48;
 /// a single entry larger than it travels alone (trap 10).
 pub const MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
 
+/// Most members a starting node takes from one member's answer to its probe, and the largest
+/// answer it reads: a hostile answer cannot make it probe or buffer without end.
+pub const MAX_PROBED_MEMBERS: usize = 64;
+/// See [`MAX_PROBED_MEMBERS`].
+pub const MAX_PROBE_ANSWER_BYTES: usize = 256 * 1024;
+
 /// Bytes a peer sender puts in one batch request before it stops adding messages (raft's
 /// `max_size_per_msg` is 1 MiB, so a few appends fit); the last message may take it past this.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;

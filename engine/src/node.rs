@@ -462,6 +462,8 @@ struct PeerView {
     started: Option<u64>,
     /// It applied this node's removal.
     removed: bool,
+    /// The members it knows, with their peer URLs.
+    members: Vec<(u64, String)>,
 }
 
 /// How long probing goes on.
@@ -509,27 +511,41 @@ fn check_fresh_start(config: &Config, running: &[&PeerView]) -> Result<(), Start
     Ok(())
 }
 
-/// Asks the other members of `--cluster` (`GET /raft/cluster?id=<ours>`) what they run and
-/// what they recorded of this node, as long as `wait` says. A fresh bootstrap waits for
-/// every other initial member: only then can it know that none of them recorded a start of
-/// this ID (a lost data dir) and none runs another cluster.
+/// Asks the other members (`GET /raft/cluster?id=<ours>`) what they run and what they
+/// recorded of this node, as long as `wait` says. Every `--cluster` URL is asked (its own
+/// position too: the list may be permuted, answers name their ID), and every member URL a
+/// running member names. A fresh bootstrap waits for every member: the current members a
+/// running member names, or, while none has answered, every initial member. Only then can it
+/// know that none of them recorded a start of this ID (a lost data dir) and none runs another
+/// cluster; one that did settles it at once.
 async fn probe_peers(config: &Config, wait: Wait, logger: &Logger) -> Vec<PeerView> {
     let client = crate::transport::http_client(config.peer_source_addr);
     let started = tokio::time::Instant::now();
     let mut next_warning = started + Duration::from_secs(5);
     let mut answers: Vec<PeerView> = Vec::new();
+    // URLs whose running member answered (asked no more).
+    let mut settled_urls: Vec<String> = Vec::new();
     loop {
-        for (i, url) in config.cluster.iter().enumerate() {
-            let id = i as u64 + 1;
-            if id == config.id || answers.iter().any(|a| a.id == id && !a.fresh) {
-                continue;
-            }
+        let mut urls: Vec<String> = config.cluster.clone();
+        for a in &answers {
+            urls.extend(a.members.iter().map(|(_, url)| url.clone()));
+        }
+        urls.sort();
+        urls.dedup();
+        urls.retain(|u| !settled_urls.contains(u));
+        for url in &urls {
             let Some(answer) = probe(&client, url, config.id).await else {
                 continue;
             };
-            info!(logger, "a member answered"; "url" => url, "fresh" => answer.fresh,
+            if answer.id == config.id {
+                continue; // our own port (a permuted --cluster)
+            }
+            info!(logger, "a member answered"; "url" => url, "id" => answer.id, "fresh" => answer.fresh,
                 "cluster_id" => format!("{:x}", answer.cluster_id),
                 "match_index" => answer.match_index, "started" => answer.started);
+            if !answer.fresh {
+                settled_urls.push(url.clone());
+            }
             answers.retain(|a| a.id != answer.id);
             answers.push(answer);
         }
@@ -538,7 +554,17 @@ async fn probe_peers(config: &Config, wait: Wait, logger: &Logger) -> Vec<PeerVi
         let settled = answers
             .iter()
             .any(|a| a.started.is_some() || a.removed || a.match_index > 1);
-        let missing: Vec<u64> = (1..=config.cluster.len() as u64)
+        let mut expected: Vec<u64> = answers
+            .iter()
+            .flat_map(|a| a.members.iter().map(|(id, _)| *id))
+            .collect();
+        if !running {
+            expected = (1..=config.cluster.len() as u64).collect();
+        }
+        expected.sort_unstable();
+        expected.dedup();
+        let missing: Vec<u64> = expected
+            .into_iter()
             .filter(|id| *id != config.id && !answers.iter().any(|a| a.id == *id))
             .collect();
         let now = tokio::time::Instant::now();
@@ -554,7 +580,7 @@ async fn probe_peers(config: &Config, wait: Wait, logger: &Logger) -> Vec<PeerVi
             return answers;
         }
         if wait == Wait::Everyone && now >= next_warning {
-            warn!(logger, "waiting for every initial member to answer before bootstrapping \
+            warn!(logger, "waiting for every member to answer before bootstrapping \
                 (a member that lost its data must not bootstrap again)"; "missing" => format!("{missing:?}"));
             next_warning = now + Duration::from_secs(5);
         }
@@ -569,7 +595,12 @@ async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Opt
         .ok()?;
     let ask = async {
         let resp = client.request(req).await.ok()?;
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let limit = crate::limits::MAX_PROBE_ANSWER_BYTES;
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
         let peer_id = v.get("id")?.as_u64()?;
         if v.get("fresh").and_then(|f| f.as_bool()) == Some(true) {
@@ -580,6 +611,7 @@ async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Opt
                 match_index: 0,
                 started: None,
                 removed: false,
+                members: Vec::new(),
             });
         }
         Some(PeerView {
@@ -592,6 +624,17 @@ async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Opt
                 .and_then(|s| s.get("incarnation"))
                 .and_then(|c| c.as_u64()),
             removed: v.get("removed").and_then(|r| r.as_bool()).unwrap_or(false),
+            members: v
+                .get("members")
+                .and_then(|m| m.as_array())
+                .map(|members| {
+                    members
+                        .iter()
+                        .filter_map(|m| Some((m["id"].as_u64()?, m["url"].as_str()?.to_string())))
+                        .take(crate::limits::MAX_PROBED_MEMBERS)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     };
     tokio::time::timeout(Duration::from_millis(500), ask)

@@ -7,7 +7,8 @@
 //!   at most [`MAX_SNAPSHOT_BODY_BYTES`]; the data stays a slice of the body (no copy) and its
 //!   image is checked end to end before raft sees it;
 //! - `GET /raft/cluster?id=N`: `{"fresh": false, "cluster_id": "<hex>", "id": M,
-//!   "match_index": I, "started": {"incarnation": C, "nonce": X} | null, "removed": bool}`,
+//!   "match_index": I, "started": {"incarnation": C, "nonce": X} | null, "removed": bool,
+//!   "members": [{"id": ID, "url": URL}, ...]}`,
 //!   asked by a starting node N (`I` is what a leader saw it acknowledge, else 0; `started` is
 //!   its last start record as this member applied it). A node that has not bootstrapped yet
 //!   answers `{"fresh": true, "id": M}` (see `node.rs`).
@@ -122,6 +123,8 @@ pub struct PeerGate {
     removed: RwLock<HashSet<u64>>,
     /// Each member's last start record as applied here: incarnation, nonce.
     starts: RwLock<HashMap<u64, (u64, u64)>>,
+    /// Every member's ID and peer URL, as applied here.
+    members: RwLock<Vec<(u64, String)>>,
     /// On the leader: each member's match index (empty elsewhere).
     matched: RwLock<HashMap<u64, u64>>,
     dropped: AtomicU64,
@@ -148,6 +151,7 @@ impl PeerGate {
             self_id,
             removed: RwLock::new(HashSet::new()),
             starts: RwLock::new(HashMap::new()),
+            members: RwLock::new(Vec::new()),
             matched: RwLock::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             refused: Default::default(),
@@ -190,9 +194,11 @@ impl PeerGate {
         self.duplicate_reads.load(Ordering::Relaxed)
     }
 
-    /// Publishes the removed IDs and start records of `membership` (after the raft thread
-    /// applied a change to them).
+    /// Publishes the members, removed IDs and start records of `membership` (after the raft
+    /// thread applied a change to them).
     pub fn set_records(&self, membership: &Membership) {
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) =
+            membership.iter().map(|m| (m.id, m.url.clone())).collect();
         *self.removed.write().unwrap_or_else(|e| e.into_inner()) = membership.removed().collect();
         *self.starts.write().unwrap_or_else(|e| e.into_inner()) = membership
             .starts()
@@ -274,6 +280,13 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
                     "match_index": match_index,
                     "started": started,
                     "removed": asker.is_some_and(|id| gate.is_removed(id)),
+                    "members": gate
+                        .members
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(id, url)| serde_json::json!({"id": id, "url": url}))
+                        .collect::<Vec<_>>(),
                 }),
             )
         }

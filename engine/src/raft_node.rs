@@ -1088,6 +1088,7 @@ impl RaftNode {
                 });
                 let change = if promoted { "promote" } else { "add" };
                 self.publish_membership(change, id, url.clone(), learner, index);
+                self.gate.set_records(&self.membership);
                 if !url.is_empty() {
                     self.transport.set_peer(id, &url);
                 }

@@ -132,6 +132,14 @@ pub fn poll<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T
     }
 }
 
+/// Deletes a member's WAL dir `data_dir` and its snapshot dir `<data_dir>-snap`.
+fn wipe(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(data_dir);
+    let mut snap = data_dir.as_os_str().to_owned();
+    snap.push("-snap");
+    let _ = std::fs::remove_dir_all(PathBuf::from(snap));
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -154,6 +162,8 @@ pub struct Cluster {
     members: BTreeMap<u64, Member>,
     /// Log file of every node ever started, removed ones included.
     logs: Vec<PathBuf>,
+    /// Logs of members the nemesis wiped: their refusal to start is expected, not an alarm.
+    wiped_logs: Vec<PathBuf>,
     /// Client address of each slot.
     slots: Vec<SocketAddr>,
     /// Extra flags of every node.
@@ -176,6 +186,7 @@ impl Cluster {
             proxies: BTreeMap::new(),
             members: BTreeMap::new(),
             logs: Vec::new(),
+            wiped_logs: Vec::new(),
             slots: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             next_id: 1,
@@ -433,6 +444,87 @@ impl Cluster {
         self.members.get_mut(&id).expect("member").spawn();
     }
 
+    /// Kills member `id`, wipes its data dirs and starts it again under its old ID. It MUST
+    /// NOT take part: either it is refused (exit status 1 within [`SLOW`]) because a member it
+    /// reaches recorded its start, or, when its `--cluster` reaches no current member (they
+    /// were all replaced), it waits for them without bootstrapping (it is then killed, and
+    /// must have written no WAL). Returns what happened (shortened).
+    pub fn wipe_and_restart(&mut self, id: u64) -> String {
+        self.kill(id);
+        let m = self.members.get_mut(&id).expect("member");
+        wipe(&m.data_dir);
+        let log = m.log.clone();
+        self.wiped_logs.push(log.clone());
+        let before = std::fs::metadata(&log)
+            .map(|f| f.len() as usize)
+            .unwrap_or(0);
+        let since_start = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.get(before..).unwrap_or_default().to_string()
+        };
+        m.spawn();
+        let child = m.child.as_mut().expect("spawned");
+        let outcome = poll(SLOW, || {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Some(Ok(status));
+            }
+            since_start()
+                .contains("waiting for every member to answer")
+                .then_some(Err(()))
+        });
+        let data_dir = m.data_dir.clone();
+        let status = match outcome {
+            None => panic!(
+                "wiped node {id} neither was refused nor waited\n{}",
+                self.dump()
+            ),
+            Some(Err(())) => {
+                self.kill(id);
+                assert!(
+                    !wal::Wal::exists(&data_dir),
+                    "wiped node {id} wrote a WAL while it waited\n{}",
+                    tail(&log, 20)
+                );
+                return "waited for the members, wrote nothing".to_string();
+            }
+            Some(Ok(status)) => status,
+        };
+        self.members.get_mut(&id).expect("member").child = None;
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "wiped node {id} exited with {status}\n{}",
+            tail(&log, 20)
+        );
+        let text = since_start();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("raftexample:"))
+            .unwrap_or("(no sentence)");
+        line.chars().take(90).collect()
+    }
+
+    /// Rotates every member's `--cluster` list by the same random shift (at least one place),
+    /// for their next start. Returns the shift.
+    pub fn rotate_cluster_flags(&mut self, rng: &mut crate::faults::Rng) -> usize {
+        let n = self.urls.len();
+        let shift = 1 + rng.below(n.saturating_sub(1).max(1) as u64) as usize;
+        for m in self.members.values_mut() {
+            let at = m
+                .args
+                .iter()
+                .position(|a| a == "--cluster")
+                .expect("--cluster")
+                + 1;
+            let mut urls: Vec<String> = m.args[at].split(',').map(str::to_string).collect();
+            let len = urls.len();
+            urls.rotate_left(shift % len);
+            m.args[at] = urls.join(",");
+        }
+        shift
+    }
+
     /// Restarts every member that is down and continues every paused one.
     pub fn revive_all(&mut self) {
         for id in self.ids() {
@@ -526,29 +618,27 @@ impl Cluster {
             panic!("could not remove node {victim}\n{}", self.dump());
         }
         let mut m = self.members.remove(&victim).expect("member");
-        let mut child = m.child.take().expect("running");
-        let exited = poll(SLOW, || child.try_wait().ok().flatten());
-        match exited {
-            Some(status) => assert_eq!(
-                status.code(),
-                Some(0),
-                "removed node {victim} exited with {status}\n{}",
-                self.dump()
-            ),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "removed node {victim} did not exit by itself within {SLOW:?}\n{}\n{}",
-                    self.dump(),
-                    tail(&m.log, 30)
-                );
+        // A member that was already refused (wiped) has no process left to exit.
+        if let Some(mut child) = m.child.take() {
+            match poll(SLOW, || child.try_wait().ok().flatten()) {
+                Some(status) => assert_eq!(
+                    status.code(),
+                    Some(0),
+                    "removed node {victim} exited with {status}\n{}",
+                    self.dump()
+                ),
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "removed node {victim} did not exit by itself within {SLOW:?}\n{}\n{}",
+                        self.dump(),
+                        tail(&m.log, 30)
+                    );
+                }
             }
         }
-        let _ = std::fs::remove_dir_all(&m.data_dir);
-        let mut snap = m.data_dir.clone().into_os_string();
-        snap.push("-snap");
-        let _ = std::fs::remove_dir_all(PathBuf::from(snap));
+        wipe(&m.data_dir);
         m.paused = false;
         // Others must still have a leader that no longer lists the victim.
         self.wait_leader_among(&others);
@@ -658,12 +748,18 @@ impl Cluster {
     }
 
     /// Lines of every node log (removed nodes included) that show a panic or a critical
-    /// error: a node must never panic, and must never fail to start under these faults.
+    /// error: a node must never panic, and must never fail to start under these faults (a
+    /// wiped member's refusal to start under its old ID is the one expected failure).
     pub fn log_alarms(&self) -> Vec<String> {
         let mut alarms = Vec::new();
         for log in &self.logs {
             let text = std::fs::read_to_string(log).unwrap_or_default();
+            let wiped = self.wiped_logs.contains(log);
             for line in text.lines() {
+                let refusal = line.contains("cannot start") && line.contains("its data was lost");
+                if wiped && refusal {
+                    continue;
+                }
                 if line.contains("panicked") || line.contains(" CRIT ") {
                     alarms.push(format!("{}: {line}", log.display()));
                 }

@@ -43,11 +43,18 @@ pub enum Kind {
     /// `DELETE /{id}` of a node (the leader sometimes), data wiped, re-added under a new ID
     /// with `POST /{new}` and `--join`; sometimes the new node is killed while it joins.
     ReplaceNode,
+    /// kill -9 of a node (the leader sometimes), its data dirs wiped, restarted under its old
+    /// ID: it MUST be refused (exit status 1); then replaced under a new ID as an operator
+    /// would.
+    WipeRejoin,
+    /// kill -9 of every node, each restarted with its `--cluster` list rotated: the stored
+    /// membership wins, the cluster elects a leader and serves.
+    PermutedCluster,
 }
 
 impl Kind {
     /// Every kind, in the order a schedule cycles through them.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::KillLeader,
         Kind::KillFollower,
         Kind::KillAll,
@@ -60,6 +67,8 @@ impl Kind {
         Kind::SlowNetwork,
         Kind::TransferLeader,
         Kind::ReplaceNode,
+        Kind::WipeRejoin,
+        Kind::PermutedCluster,
     ];
 
     /// Short name for logs and the summary.
@@ -77,6 +86,8 @@ impl Kind {
             Kind::SlowNetwork => "slow-network",
             Kind::TransferLeader => "leader-transfer",
             Kind::ReplaceNode => "remove-and-readd",
+            Kind::WipeRejoin => "wipe-and-rejoin",
+            Kind::PermutedCluster => "permuted-cluster",
         }
     }
 }
@@ -297,6 +308,27 @@ pub fn inject(c: &mut Cluster, kind: Kind, rng: &mut Rng) -> String {
                 "removed {victim} (leader was {leader}), re-added as {new}{}",
                 crash.map_or(String::new(), |d| format!(", killed {d:?} into its join"))
             )
+        }
+        Kind::WipeRejoin => {
+            let victim = if rng.chance(30) {
+                leader
+            } else {
+                rng.pick(&followers)
+            };
+            let refusal = c.wipe_and_restart(victim);
+            let new = c.replace(victim, None);
+            format!("wiped {victim} (leader was {leader}): refused ({refusal}); replaced by {new}")
+        }
+        Kind::PermutedCluster => {
+            for id in &ids {
+                c.kill(*id);
+            }
+            let shift = c.rotate_cluster_flags(rng);
+            sleep(rng.millis(0, 500));
+            for id in &ids {
+                c.restart(*id);
+            }
+            format!("killed all, restarted all with --cluster rotated by {shift}")
         }
     }
 }
