@@ -206,15 +206,10 @@ impl Api {
     }
 
     async fn put(&self, key: Bytes, req: Request<Incoming>, deadline: Instant) -> Answer {
-        if let Some(free) = self.node.disk_low() {
+        if let Some(why) = self.node.no_space() {
             return text(
                 StatusCode::INSUFFICIENT_STORAGE,
-                format!(
-                    "the write was not applied: this node's disk has {free} bytes free, below its \
-                     reserve of {} bytes (--free-disk-reserve-bytes): free some space; reads and \
-                     deletes still work",
-                    self.config.free_disk_reserve_bytes
-                ),
+                format!("the write was not applied: {why}"),
             );
         }
         let value = match read_body(

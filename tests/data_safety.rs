@@ -280,3 +280,190 @@ fn writes_are_refused_with_507_before_the_disk_fills() {
     assert_eq!(c.node(1).get("d0").unwrap().status, 404);
     assert!(c.node_mut(1).is_running());
 }
+
+/// Free bytes on the filesystem of `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills one struct we own; `path` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// Grows or shrinks the filler file in `dir` so that about `leave` bytes stay free (0: until
+/// the filesystem refuses to give more).
+fn fill_leaving(dir: &std::path::Path, leave: u64) {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let _ = std::fs::remove_file(&filler);
+    let want = free_bytes(dir).saturating_sub(leave);
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut written = 0;
+    while written < want {
+        let n = chunk.len().min((want - written) as usize);
+        if f.write_all(&chunk[..n]).is_err() {
+            break; // the disk is full
+        }
+        written += n as u64;
+    }
+    let _ = f.sync_all();
+}
+
+// Intent: the NOSPACE alarm, as an operator meets it with curl. Node 3's data dirs sit on a
+// 64 MiB tmpfs with an 8 MiB reserve (floor 2 MiB).
+// - Below the reserve, node 3 raises the alarm through the log: every member then refuses
+//   PUTs with 507 and a sentence naming member 3, /health says why, and reads and deletes work.
+// - Below the floor, node 3 takes no appends (507 to the leader, counted): it stays up, serves
+//   serializable reads and lags, while nodes 1 and 2 commit deletes.
+// - Once space is back the alarm clears by itself, node 3 catches up and replicas converge.
+// - Restarted on a completely full disk, node 3 starts, serves reads and refuses writes with a
+//   sentence; freeing space lets it catch up again.
+#[test]
+fn a_nospace_alarm_refuses_writes_everywhere_and_a_full_member_lags_without_crashing() {
+    let mut c = Cluster::new(
+        3,
+        &[
+            "--free-disk-reserve-bytes",
+            "8388608",
+            "--wal-segment-size-bytes",
+            "1048576",
+        ],
+    );
+    let disk = c.dir().join("disk3");
+    if mount_tmpfs(&disk, "64m").is_none() {
+        return;
+    }
+    let _unmount = Unmount(disk.clone());
+    c.node_mut(3)
+        .args
+        .extend(["--data-dir".to_string(), "disk3/raftexample-3".to_string()]);
+    for id in 1..=3 {
+        c.node_mut(id).start();
+    }
+    c.wait_leader();
+    for i in 0..5 {
+        c.put_eventually(1, &format!("k{i}"), "v");
+    }
+
+    // Below the reserve: the alarm, on every member.
+    fill_leaving(&disk, 5 * 1024 * 1024);
+    let refusal = support::poll(
+        Duration::from_secs(20),
+        "a PUT refused by the alarm",
+        || {
+            let r = c.node(1).put("grow", "v").ok()?;
+            (r.status == 507).then(|| r.text())
+        },
+    );
+    assert!(
+        refusal.contains("NOSPACE") && refusal.contains("[3]"),
+        "{refusal}"
+    );
+    let r = c.node(2).put("grow", "v").unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    let health = c.node(1).req("GET", "/health", b"").unwrap();
+    assert_eq!(health.status, 503);
+    assert!(health.text().contains("NOSPACE"), "{}", health.text());
+    assert_eq!(c.node(2).req("DELETE", "/kv/k0", b"").unwrap().status, 204);
+    assert_eq!(c.node(1).get("k0").unwrap().status, 404);
+    assert_eq!(c.node(1).get("k1").unwrap().text(), "v");
+
+    // Below the floor: node 3 lags but stays up and serves serializable reads.
+    fill_leaving(&disk, 1024 * 1024);
+    support::poll(Duration::from_secs(20), "appends refused by node 3", || {
+        let _ = c.node(1).req("DELETE", "/kv/k1", b"");
+        let _ = c.node(1).req("DELETE", "/kv/k2", b"");
+        let refused = c.node(3).status()?["peer_refused"]["disk_full"].as_u64()?;
+        (refused > 0).then_some(())
+    });
+    assert_eq!(c.node(1).req("DELETE", "/kv/k3", b"").unwrap().status, 204);
+    let local = c
+        .node(3)
+        .req("GET", "/kv/k4?consistency=serializable", b"")
+        .unwrap();
+    assert_eq!(local.status, 200, "{}", local.text());
+    let lagging = c.node(3).status().unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    let ahead = c.node(1).status().unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(lagging < ahead, "node 3 at {lagging}, node 1 at {ahead}");
+    assert!(c.node_mut(3).is_running());
+
+    // Space back: the alarm clears by itself and node 3 catches up.
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    support::poll(Duration::from_secs(20), "the alarm to clear", || {
+        (c.node(1).put("grow", "v").ok()?.status == 204).then_some(())
+    });
+    c.wait_converged();
+
+    // Restarted on a full disk: it starts, serves reads, refuses writes, and recovers.
+    assert_eq!(c.node_mut(3).terminate(), Some(0));
+    fill_leaving(&disk, 0);
+    c.node_mut(3).start();
+    let read = support::poll(Duration::from_secs(20), "a read on the full node", || {
+        let r = c
+            .node(3)
+            .req("GET", "/kv/k4?consistency=serializable", b"")
+            .ok()?;
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(read.text(), "v");
+    let r = c.node(3).put("more", "v").unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(c.node_mut(3).is_running(), "{}", c.node(3).log());
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    support::poll(
+        Duration::from_secs(20),
+        "writes after space is back",
+        || (c.node(3).put("more", "v").ok()?.status == 204).then_some(()),
+    );
+    c.wait_converged();
+}
+
+// Intent: a snapshot received from the leader is staged on disk before raft sees it, so a
+// follower whose snapshot disk is full answers 507 and stays up (it used to abort on "cannot
+// save a received snapshot"); the leader sends it again, and once space is back the follower
+// installs it and converges.
+#[test]
+fn a_received_snapshot_that_cannot_be_saved_is_retried_not_fatal() {
+    let flags = [
+        "--snapshot-count",
+        "10",
+        "--snapshot-catchup-entries",
+        "0",
+        "--free-disk-reserve-bytes",
+        "0",
+    ];
+    let mut c = Cluster::new(3, &flags);
+    let snap_dir = c.dir().join("raftexample-3-snap");
+    if mount_tmpfs(&snap_dir, "16k").is_none() {
+        return;
+    }
+    let _unmount = Unmount(snap_dir.clone());
+    for id in 1..=3 {
+        c.node_mut(id).start();
+    }
+    c.wait_leader();
+    assert_eq!(c.node_mut(3).terminate(), Some(0));
+    let value = "s".repeat(2000);
+    for i in 0..40 {
+        c.put_eventually(1, &format!("s{i}"), &value);
+    }
+    c.node_mut(3).start();
+    support::poll(Duration::from_secs(30), "a refused snapshot", || {
+        let refused = c.node(3).status()?["peer_refused"]["disk_full"].as_u64()?;
+        (refused > 0).then_some(())
+    });
+    assert!(c.node_mut(3).is_running(), "{}", c.node(3).log());
+    remount(&snap_dir, "8m");
+    c.wait_converged();
+    let r = c
+        .node(3)
+        .req("GET", "/kv/s39?consistency=serializable", b"")
+        .unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 2000));
+}

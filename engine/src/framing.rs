@@ -12,6 +12,7 @@
 //! conf change context:             [request_id u64 LE][peer URL, UTF-8 ...]
 //! start record (engine-owned):     [0x20][request_id u64 LE][node id u64][incarnation u64]
 //!                                  [nonce u64][client URL, UTF-8 ...]
+//! NOSPACE alarm (engine-owned):    [0x21][request_id u64 LE][node id u64][raised u8]
 //! snapshot image, envelope v2:     ["RXENVLP" 0x02][membership v2][application image ...]
 //! snapshot image, envelope v1:     ["RXENVLP" 0x01][membership v1][application image ...]
 //! snapshot image, release 0.1:     ["RXKVIMG1"][membership v1][application image ...]
@@ -19,6 +20,7 @@
 //! membership v2:                   membership v1 (learner 2: promoted when ready), then
 //!                                  [count u32][(id u64, incarnation u64, nonce u64,
 //!                                  url_len u32, client url)*][count u32][removed id u64*]
+//!                                  [count u32][alarmed id u64*]
 //! conf change context, v2:         [request_id u64 LE][0x00][flags u8][peer URL ...]
 //!                                  (flag 1: the learner is promoted when ready)
 //! ```
@@ -48,6 +50,8 @@ const ENTRY_HEADER_BYTES: usize = 9;
 
 /// The format byte of start records.
 pub const ENTRY_FORMAT_START: u8 = 0x20;
+/// The format byte of NOSPACE alarm records.
+pub const ENTRY_FORMAT_ALARM: u8 = 0x21;
 /// Envelope magic of this release (the last byte is the version).
 const ENVELOPE_V2: &[u8; 8] = b"RXENVLP\x02";
 /// Envelope magic of release 0.2.
@@ -87,6 +91,23 @@ pub enum EntryData {
     },
     /// A member's start record; the engine's own, never handed to the application.
     Start(StartRecord),
+    /// A member raising or clearing its NOSPACE alarm; the engine's own.
+    Alarm {
+        /// The member.
+        id: u64,
+        /// Raised (true) or cleared.
+        raised: bool,
+    },
+}
+
+/// The entry data of member `id` raising (or clearing) its NOSPACE alarm.
+pub fn encode_alarm(id: u64, raised: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + 9);
+    out.push(ENTRY_FORMAT_ALARM);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(u8::from(raised));
+    out
 }
 
 /// A member announcing one start of itself (see `membership::Start`).
@@ -155,7 +176,7 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     };
     if !matches!(
         format,
-        ENTRY_FORMAT_V1 | ENTRY_FORMAT_START | LEGACY_PUT | LEGACY_DELETE
+        ENTRY_FORMAT_V1 | ENTRY_FORMAT_START | ENTRY_FORMAT_ALARM | LEGACY_PUT | LEGACY_DELETE
     ) {
         return Err(FormatError::UnknownFormat(format));
     }
@@ -164,6 +185,16 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     }
     if format == ENTRY_FORMAT_START {
         return StartRecord::decode(data).map(EntryData::Start);
+    }
+    if format == ENTRY_FORMAT_ALARM {
+        let body = &data[ENTRY_HEADER_BYTES..];
+        return match body {
+            [id @ .., raised @ (0 | 1)] if id.len() == 8 => Ok(EntryData::Alarm {
+                id: u64::from_le_bytes(id.try_into().expect("8 bytes")),
+                raised: *raised == 1,
+            }),
+            _ => Err(FormatError::Malformed("alarm record")),
+        };
     }
     let request_id = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
     let command = if format == ENTRY_FORMAT_V1 {
@@ -287,8 +318,11 @@ pub fn read_envelope(r: &mut dyn Read) -> std::io::Result<Membership> {
             let url_len = read_u32(r, &mut members)?;
             read_exact_into(r, url_len as usize, &mut members)?;
         }
-        let removed = read_u32(r, &mut members)?;
-        read_exact_into(r, removed as usize * 8, &mut members)?;
+        for _ in 0..2 {
+            // Removed IDs, then alarmed members.
+            let ids = read_u32(r, &mut members)?;
+            read_exact_into(r, ids as usize * 8, &mut members)?;
+        }
     }
     let (membership, _) =
         Membership::decode_prefix(&members, version).map_err(|e| invalid(FormatError::from(e)))?;
@@ -375,25 +409,48 @@ mod tests {
         for cut in 1..ENTRY_HEADER_BYTES + 24 {
             assert!(decode_entry(&data.slice(..cut)).is_err());
         }
+        let alarm = Bytes::from(encode_alarm(2, true));
+        assert_eq!(
+            decode_entry(&alarm).unwrap(),
+            EntryData::Alarm {
+                id: 2,
+                raised: true
+            }
+        );
+        for cut in 1..alarm.len() {
+            assert!(decode_entry(&alarm.slice(..cut)).is_err());
+        }
     }
 
     // Intent: an image splits into membership and application bytes, from memory and from a
     // stream alike; a 0.1 image still opens; an unknown envelope version is named.
     #[test]
     fn envelopes_round_trip_and_old_images_open() {
-        let m = Membership::initial(&["http://h:1".into()]);
+        let mut m = Membership::initial(&["http://h:1".into(), "http://h:2".into()]);
+        m.record_start(
+            1,
+            Start {
+                incarnation: 2,
+                nonce: 3,
+                client_url: "http://h:11".into(),
+            },
+        );
+        m.set_alarm(1, true);
+        m.remove(2);
         let image = encode_image(&m, b"app");
         let (got, app) = decode_image(&image).unwrap();
         assert_eq!((got, app), (m.clone(), &b"app"[..]));
         let mut stream = &image[..];
         assert_eq!(read_envelope(&mut stream).unwrap(), m);
         assert_eq!(stream, b"app");
+        // Older envelopes carry members only.
+        let plain = Membership::initial(&["http://h:1".into()]);
         for magic in [ENVELOPE_LEGACY, ENVELOPE_V1] {
             let mut old = magic.to_vec();
-            m.encode_into(&mut old, 1);
+            plain.encode_into(&mut old, 1);
             old.extend_from_slice(b"app");
-            assert_eq!(decode_image(&old).unwrap(), (m.clone(), &b"app"[..]));
-            assert_eq!(read_envelope(&mut &old[..]).unwrap(), m);
+            assert_eq!(decode_image(&old).unwrap(), (plain.clone(), &b"app"[..]));
+            assert_eq!(read_envelope(&mut &old[..]).unwrap(), plain);
         }
         let mut newer = image.clone();
         newer[7] = 3;

@@ -42,6 +42,15 @@ pub enum NotApplied {
     /// The node is stopping.
     #[error("this node is shutting down")]
     ShuttingDown,
+    /// This node's disk is below its floor (a quarter of `--free-disk-reserve-bytes`): it
+    /// takes no writes at all until space is freed.
+    #[error("this node's disk has {free} bytes free, below its floor of {floor} bytes")]
+    DiskFull {
+        /// Free bytes.
+        free: u64,
+        /// The floor.
+        floor: u64,
+    },
     /// The command is larger than one entry can carry.
     #[error("the command has {size} bytes, more than the {max} an entry can carry")]
     TooLarge {
@@ -217,11 +226,11 @@ impl<O: Send + 'static> Handle<O> {
         &self.shared.config
     }
 
-    /// `Some(free bytes)` when the data dirs' free space is below `--free-disk-reserve-bytes`:
-    /// the application should then refuse writes that grow its data (507), and keep serving
-    /// reads and deletes.
-    pub fn disk_low(&self) -> Option<u64> {
-        self.shared.disk.low()
+    /// Why writes that grow the data must be refused now (507), if they must: this node's
+    /// data dirs are below `--free-disk-reserve-bytes`, or a member raised the NOSPACE alarm.
+    /// The application should then refuse such writes and keep serving reads and deletes.
+    pub fn no_space(&self) -> Option<crate::disk::NoSpace> {
+        self.shared.disk.no_space()
     }
 
     /// Proposes `command` and waits until this node applied it, or the deadline.
@@ -235,6 +244,13 @@ impl<O: Send + 'static> Handle<O> {
         command: &[u8],
         deadline: Instant,
     ) -> Result<Proposed<O>, ProposeError> {
+        if let Some(free) = self.shared.disk.below_floor() {
+            return Err(NotApplied::DiskFull {
+                free,
+                floor: self.shared.disk.floor(),
+            }
+            .into());
+        }
         let max = crate::limits::max_entry_data_bytes();
         if command.len() > max {
             return Err(NotApplied::TooLarge {

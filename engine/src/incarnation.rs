@@ -37,21 +37,36 @@ pub fn read(wal_dir: &Path) -> Result<Option<u64>, String> {
     }
 }
 
-/// Stores `incarnation` durably: a temp file, fsync, rename, directory fsync.
+/// Stores `incarnation` durably. The record has a fixed width (20 digits and a newline, 21
+/// bytes in the first sector), so an existing file is overwritten in place and fdatasynced:
+/// no new block is needed, and a node restarted on a full disk can still raise its
+/// incarnation. A new file is made as a temp file, fsynced, renamed, and the directory synced.
 ///
 /// # Errors
 /// A sentence naming the file.
 pub fn save(wal_dir: &Path, incarnation: u64) -> Result<(), String> {
     let file = path(wal_dir);
-    let tmp = wal_dir.join(format!("{FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
+    let record = format!("{incarnation:020}\n");
+    let in_place = || -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&file)?;
+        f.write_all_at(record.as_bytes(), 0)?;
+        f.set_len(record.len() as u64)?;
+        f.sync_data()
+    };
+    let fresh = || -> std::io::Result<()> {
+        let tmp = wal_dir.join(format!("{FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{incarnation}")?;
+        f.write_all(record.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &file)?;
         std::fs::File::open(wal_dir)?.sync_all()
     };
-    write().map_err(|e| format!("cannot write {}: {e}", file.display()))
+    let written = match file.exists() {
+        true => in_place(),
+        false => fresh(),
+    };
+    written.map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
 
 /// A nonce for this start: random (the standard library's per-process hash keys) mixed with
@@ -79,6 +94,12 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), None);
         save(dir.path(), 7).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(7));
+        save(dir.path(), 8).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(8));
+        // A file of an earlier layout (shorter or longer) is overwritten whole.
+        std::fs::write(path(dir.path()), "12345678901234567890123\n").unwrap();
+        save(dir.path(), 9).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(9));
         std::fs::write(path(dir.path()), "seven").unwrap();
         let err = read(dir.path()).unwrap_err();
         assert!(err.contains("incarnation"), "{err}");

@@ -48,6 +48,9 @@ pub struct Membership {
     started: BTreeMap<u64, Start>,
     /// Every ID ever removed; never reused.
     removed: BTreeSet<u64>,
+    /// Members whose disk went below the free-disk reserve (the NOSPACE alarm, as etcd's):
+    /// while any is set, every member refuses writes that grow the data.
+    alarms: BTreeSet<u64>,
 }
 
 /// Bytes that are not an encoded membership.
@@ -87,6 +90,7 @@ impl Membership {
     pub fn remove(&mut self, id: u64) -> Option<Member> {
         self.removed.insert(id);
         self.started.remove(&id);
+        self.alarms.remove(&id);
         self.members.remove(&id)
     }
 
@@ -107,6 +111,23 @@ impl Membership {
         }
         self.started.insert(id, start);
         true
+    }
+
+    /// Raises (`on`) or clears member `id`'s NOSPACE alarm; false when nothing changed (or
+    /// `id` is not a member).
+    pub fn set_alarm(&mut self, id: u64, on: bool) -> bool {
+        if on && !self.members.contains_key(&id) {
+            return false;
+        }
+        match on {
+            true => self.alarms.insert(id),
+            false => self.alarms.remove(&id),
+        }
+    }
+
+    /// Members whose NOSPACE alarm is raised.
+    pub fn alarms(&self) -> impl Iterator<Item = u64> + '_ {
+        self.alarms.iter().copied()
     }
 
     /// The last start record of `id`.
@@ -133,7 +154,7 @@ impl Membership {
     /// `[count u32][per member: id u64, learner u8, url_len u32, url]`, all little-endian;
     /// version 2 adds learner value 2 (a learner promoted when ready) and then
     /// `[starts u32][per start: id u64, incarnation u64, nonce u64, url_len u32, client url]`
-    /// `[removed u32][id u64 ...]`.
+    /// `[removed u32][id u64 ...][alarms u32][id u64 ...]`.
     pub fn encode_into(&self, out: &mut Vec<u8>, version: u8) {
         out.extend_from_slice(&(self.members.len() as u32).to_le_bytes());
         for m in self.members.values() {
@@ -156,9 +177,11 @@ impl Membership {
             out.extend_from_slice(&s.nonce.to_le_bytes());
             put_str(out, &s.client_url);
         }
-        out.extend_from_slice(&(self.removed.len() as u32).to_le_bytes());
-        for id in &self.removed {
-            out.extend_from_slice(&id.to_le_bytes());
+        for set in [&self.removed, &self.alarms] {
+            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for id in set {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
         }
     }
 
@@ -211,6 +234,9 @@ impl Membership {
         // ahead of the bytes read.
         for _ in 0..r.u32()? {
             m.removed.insert(r.u64()?);
+        }
+        for _ in 0..r.count()? {
+            m.alarms.insert(r.u64()?);
         }
         Ok((m, r.pos))
     }
@@ -289,13 +315,17 @@ mod tests {
         assert!(m.record_start(1, start.clone()));
         assert!(!m.record_start(9, start.clone()), "not a member");
         m.insert(3, "http://c:3".into(), false);
+        assert!(m.set_alarm(3, true) && m.set_alarm(2, true));
+        assert!(!m.set_alarm(9, true), "not a member");
         m.remove(3);
+        assert_eq!(m.alarms().collect::<Vec<_>>(), vec![2]);
         let mut bytes = Vec::new();
         m.encode_into(&mut bytes, 2);
         let (back, used) = Membership::decode_prefix(&bytes, 2).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.started(1), Some(&start));
         assert!(back.was_removed(3));
+        assert_eq!(back.alarms().collect::<Vec<_>>(), vec![2]);
         assert_eq!(used, bytes.len());
         for cut in 0..bytes.len() {
             assert!(Membership::decode_prefix(&bytes[..cut], 2).is_err());

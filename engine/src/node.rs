@@ -109,12 +109,21 @@ pub async fn start<S: StateMachine>(
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let commands = Arc::new(Waiters::default());
     let changes = Arc::new(Waiters::default());
-    let gate = Arc::new(PeerGate::new(
-        recovered.cluster_id,
-        config.id,
-        inbox_tx.clone(),
-        S::validate,
-    ));
+    let disk = crate::disk::DiskSpace::new(
+        vec![config.wal_dir.clone(), config.snap_dir.clone()],
+        config.free_disk_reserve_bytes,
+    );
+    tokio::spawn(disk.clone().watch());
+    let gate = Arc::new(
+        PeerGate::new(
+            recovered.cluster_id,
+            config.id,
+            inbox_tx.clone(),
+            S::validate,
+            disk.clone(),
+        )
+        .with_snapshot_staging(snapshotter.clone()),
+    );
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
@@ -158,6 +167,7 @@ pub async fn start<S: StateMachine>(
         hub,
         plan_merge: S::MERGES_SNAPSHOTS.then_some(S::plan_merge as _),
         start,
+        disk: disk.clone(),
         logger: logger.new(slog::o!("part" => "raft")),
     });
     let worker = ApplyWorker {
@@ -192,11 +202,6 @@ pub async fn start<S: StateMachine>(
     if config.test_panic == Some(TestPanic::Runtime) {
         tokio::spawn(async { panic!("--test-panic runtime") });
     }
-    let disk = crate::disk::DiskSpace::new(
-        vec![config.wal_dir.clone(), config.snap_dir.clone()],
-        config.free_disk_reserve_bytes,
-    );
-    tokio::spawn(disk.clone().watch());
     let handle = Handle::new(HandleParts {
         inbox: inbox_tx,
         commands,

@@ -54,6 +54,13 @@ impl Outcomes {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("{what} was not applied ({e}): send a smaller one"),
             ),
+            NotApplied::DiskFull { .. } => text(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "{what} was not applied ({e}): free space on this node, or use another \
+                     node; serializable reads still work here"
+                ),
+            ),
             NotApplied::ShuttingDown => {
                 self.unavailable(format!("{what} was not applied ({e}): use another node"))
             }

@@ -17,7 +17,7 @@
 //! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 409 this node
 //! recorded a later start of the sender than the one it names in `X-Raft-Incarnation` (its
 //! data dir was wiped or rolled back); 410 the sender was removed; 412 another
-//! cluster; 413 too large; 503 the inbox is full (the sender backs off). Nothing is stepped
+//! cluster; 413 too large; 507 an append or snapshot while this node's disk is below its floor; 503 the inbox is full (the sender backs off). Nothing is stepped
 //! unless the whole batch is valid. Every refusal is counted by [`Refused`] reason.
 
 use std::collections::{HashMap, HashSet};
@@ -70,11 +70,13 @@ pub enum Refused {
     Snapshot,
     /// A sender whose start is older than the one recorded for it (409).
     Superseded,
+    /// An append or snapshot while this node's disk is below its floor (507).
+    DiskFull,
 }
 
 impl Refused {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refused; 10] = [
+    pub const ALL: [Refused; 11] = [
         Refused::Headers,
         Refused::OtherCluster,
         Refused::WrongReceiver,
@@ -85,6 +87,7 @@ impl Refused {
         Refused::Term,
         Refused::Snapshot,
         Refused::Superseded,
+        Refused::DiskFull,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -100,6 +103,7 @@ impl Refused {
             Refused::Term => "term",
             Refused::Snapshot => "snapshot",
             Refused::Superseded => "superseded",
+            Refused::DiskFull => "disk_full",
         }
     }
 
@@ -108,6 +112,7 @@ impl Refused {
             Refused::OtherCluster => StatusCode::PRECONDITION_FAILED,
             Refused::Removed => StatusCode::GONE,
             Refused::Superseded => StatusCode::CONFLICT,
+            Refused::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -132,6 +137,9 @@ pub struct PeerGate {
     duplicate_reads: AtomicU64,
     inbox: crossbeam_channel::Sender<Msg>,
     validate: ValidateImage,
+    disk: Arc<crate::disk::DiskSpace>,
+    /// Where received snapshots are staged before raft sees them.
+    snapshots: Option<snap::Snapshotter>,
 }
 
 /// The application's image check (`StateMachine::validate`).
@@ -145,6 +153,7 @@ impl PeerGate {
         self_id: u64,
         inbox: crossbeam_channel::Sender<Msg>,
         validate: ValidateImage,
+        disk: Arc<crate::disk::DiskSpace>,
     ) -> PeerGate {
         PeerGate {
             cluster_id,
@@ -158,7 +167,15 @@ impl PeerGate {
             duplicate_reads: AtomicU64::new(0),
             inbox,
             validate,
+            disk,
+            snapshots: None,
         }
+    }
+
+    /// Stages every received snapshot in `snapshots` before it is stepped.
+    pub fn with_snapshot_staging(mut self, snapshots: snap::Snapshotter) -> PeerGate {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// The cluster ID.
@@ -258,6 +275,9 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
             .await
         }
         (&Method::POST, "/raft/snapshot") => {
+            if let Some(answer) = refuse_when_disk_full(&gate, "a snapshot") {
+                return answer;
+            }
             let (limit, timeout) = (MAX_SNAPSHOT_BODY_BYTES, SNAPSHOT_BODY_TIMEOUT);
             receive(gate, req, limit, timeout, decode_snapshot).await
         }
@@ -354,6 +374,19 @@ async fn receive(
     if msgs.is_empty() {
         return text(StatusCode::NO_CONTENT, "");
     }
+    let grows_log = |m: &Message| match m.get_msg_type() {
+        MessageType::MsgSnapshot | MessageType::MsgPropose => true,
+        MessageType::MsgAppend => !m.entries.is_empty(),
+        _ => false,
+    };
+    if msgs.iter().any(grows_log) {
+        if let Some(answer) = refuse_when_disk_full(&gate, "appends") {
+            return answer;
+        }
+    }
+    if let Some(answer) = stage_snapshots(&gate, &msgs).await {
+        return answer;
+    }
     match gate.inbox.try_send(Msg::Raft(msgs)) {
         Ok(()) => text(StatusCode::NO_CONTENT, ""),
         Err(crossbeam_channel::TrySendError::Full(_)) => {
@@ -365,6 +398,50 @@ async fn receive(
             "this node is shutting down",
         ),
     }
+}
+
+/// Saves each snapshot in `msgs` to the snap dir before raft sees it (the file, fsynced, with
+/// no WAL mark yet: recovery ignores it until the raft thread marks it). A failed save (a full
+/// disk) is answered 507 and the leader sends it again later; it never reaches the raft
+/// thread, where a failed save could only be fatal.
+async fn stage_snapshots(gate: &Arc<PeerGate>, msgs: &[Message]) -> Option<Answer> {
+    let files = gate.snapshots.clone()?;
+    let snapshots: Vec<raft::eraftpb::Snapshot> = msgs
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        .map(|m| m.get_snapshot().clone())
+        .collect();
+    if snapshots.is_empty() {
+        return None;
+    }
+    let saved = tokio::task::spawn_blocking(move || {
+        snapshots.iter().try_for_each(|s| files.save(s).map(|_| ()))
+    })
+    .await;
+    let why = match saved {
+        Ok(Ok(())) => return None,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    gate.count_refused(Refused::DiskFull);
+    Some(text(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!("this node cannot stage the snapshot ({why}): retry later"),
+    ))
+}
+
+/// 507 while this node's disk is below its floor: it takes no `what` (the leader retries
+/// later; this node lags and keeps serving serializable reads).
+fn refuse_when_disk_full(gate: &PeerGate, what: &str) -> Option<Answer> {
+    let free = gate.disk.below_floor()?;
+    gate.count_refused(Refused::DiskFull);
+    Some(text(
+        Refused::DiskFull.status(),
+        format!(
+            "this node takes no {what}: its disk has {free} bytes free, below its floor of {} bytes",
+            gate.disk.floor()
+        ),
+    ))
 }
 
 /// The sender's ID, or why the request is refused.

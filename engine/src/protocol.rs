@@ -198,6 +198,8 @@ pub struct Status {
     pub started: Vec<Started>,
     /// IDs removed from the cluster (never reused).
     pub removed_ids: Vec<u64>,
+    /// Members whose NOSPACE alarm is raised (see `disk.rs`).
+    pub nospace_alarms: Vec<u64>,
     /// On the leader: every follower's replication progress.
     pub progress: Option<Vec<PeerProgress>>,
     /// Peer messages dropped because a queue was full.
@@ -244,6 +246,13 @@ impl Status {
     pub fn health(&self, max_lag: u64) -> Result<(), String> {
         if self.leader == 0 {
             return Err("unhealthy: this node knows no leader".into());
+        }
+        if !self.nospace_alarms.is_empty() {
+            return Err(format!(
+                "unhealthy: the NOSPACE alarm is raised by member(s) {:?}: writes that grow the \
+                 data are refused until space is freed there",
+                self.nospace_alarms
+            ));
         }
         let lag = self.commit_index.saturating_sub(self.applied_index);
         if lag > max_lag {

@@ -170,6 +170,8 @@ pub struct Parts {
     pub plan_merge: Option<PlanMerge>,
     /// This start of this node (announced in a start record).
     pub start: Start,
+    /// The data dirs' free space, and where the cluster's NOSPACE alarms are published.
+    pub disk: Arc<crate::disk::DiskSpace>,
     /// Log.
     pub logger: Logger,
 }
@@ -230,6 +232,11 @@ pub struct RaftNode {
     start_proposed_at: Option<Instant>,
     /// A member recorded a later start of this node: stop.
     superseded: bool,
+    disk: Arc<crate::disk::DiskSpace>,
+    /// When this node last proposed raising or clearing its alarm.
+    alarm_proposed_at: Option<Instant>,
+    /// When this leader, below its disk floor, last handed leadership away.
+    floor_transfer_at: Option<Instant>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -265,9 +272,11 @@ impl RaftNode {
             hub,
             plan_merge,
             start,
+            disk,
             logger,
         } = parts;
         gate.set_records(&membership);
+        disk.set_alarms(membership.alarms().collect());
         let conf_state = raw
             .store()
             .initial_state()
@@ -312,6 +321,9 @@ impl RaftNode {
             own_start: start,
             start_proposed_at: None,
             superseded: false,
+            disk,
+            alarm_proposed_at: None,
+            floor_transfer_at: None,
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -374,6 +386,7 @@ impl RaftNode {
                 self.publish_progress();
                 self.propose_deferred_removals(now);
                 self.announce_start(now);
+                self.update_alarm(now);
                 self.promote_ready_learners();
             }
             self.issue_reads();
@@ -540,6 +553,61 @@ impl RaftNode {
         if let Some(id) = ready.map(|m| m.id) {
             info!(self.logger, "promoting a learner that started and caught up"; "node" => id);
             let _ = self.propose_conf_change(id, ConfChangeType::AddNode, String::new(), 0, false);
+        }
+    }
+
+    /// Raises this node's NOSPACE alarm through the log when its disk is below the reserve,
+    /// and clears it once space is back; once per election timeout until applied.
+    fn update_alarm(&mut self, now: Instant) {
+        self.leave_leadership_when_full(now);
+        let me = self.config.id;
+        let low = self.disk.low().is_some();
+        let raised = self.membership.alarms().any(|id| id == me);
+        if low == raised || self.raw.raft.leader_id == 0 || self.stopping.is_some() {
+            return;
+        }
+        let retry = self.config.tick_interval * self.config.election_ticks as u32;
+        if self
+            .alarm_proposed_at
+            .is_some_and(|at| now.duration_since(at) < retry)
+        {
+            return;
+        }
+        self.alarm_proposed_at = Some(now);
+        let what = if low { "raising" } else { "clearing" };
+        info!(self.logger, "NOSPACE alarm: {what} it"; "free" => self.disk.low(),
+            "reserve" => self.disk.reserve());
+        let (done, _) = oneshot::channel();
+        self.proposals
+            .push((crate::framing::encode_alarm(me, low).into(), done));
+    }
+
+    /// A leader below its disk floor takes no proposals (peers' and its own are refused), so
+    /// it hands leadership to the most up-to-date voter, once per election timeout.
+    fn leave_leadership_when_full(&mut self, now: Instant) {
+        if self.disk.below_floor().is_none() || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let retry = self.config.tick_interval * self.config.election_ticks as u32;
+        if self
+            .floor_transfer_at
+            .is_some_and(|at| now.duration_since(at) < retry)
+        {
+            return;
+        }
+        self.floor_transfer_at = Some(now);
+        if let Some(to) = self.best_transferee() {
+            warn!(self.logger, "this leader's disk is below its floor: moving leadership"; "to" => to);
+            self.raw.transfer_leader(to);
+        }
+    }
+
+    /// An alarm record became committed.
+    fn apply_alarm(&mut self, id: u64, raised: bool, index: u64) {
+        if self.membership.set_alarm(id, raised) {
+            let state = if raised { "raised" } else { "cleared" };
+            warn!(self.logger, "NOSPACE alarm {state}"; "member" => id, "index" => index);
+            self.disk.set_alarms(self.membership.alarms().collect());
         }
     }
 
@@ -956,14 +1024,19 @@ impl RaftNode {
         let meta = snapshot.get_metadata().clone();
         info!(self.logger, "installing snapshot from the leader";
             "index" => meta.index, "term" => meta.term, "bytes" => snapshot.data.len());
-        if let Err(e) = self.snapshotter.save(&snapshot) {
-            crate::logging::fatal(&self.logger, "cannot save a received snapshot", &e);
+        // The peer server staged the file before raft saw the snapshot (`stage_snapshots`).
+        let staged = self.snapshotter.has(meta.index, meta.term);
+        if !staged {
+            if let Err(e) = self.snapshotter.save(&snapshot) {
+                crate::logging::fatal(&self.logger, "cannot save a received snapshot", &e);
+            }
         }
         self.save_snapshot_mark(&meta);
         match decode_image(&snapshot.data) {
             Ok((membership, _)) => {
                 self.membership = membership;
                 self.gate.set_records(&self.membership);
+                self.disk.set_alarms(self.membership.alarms().collect());
             }
             Err(e) => {
                 crate::logging::fatal(&self.logger, "a validated snapshot has no membership", &e)
@@ -1011,13 +1084,20 @@ impl RaftNode {
                     warn!(self.logger, "ignoring a ConfChangeV2 entry"; "index" => e.index)
                 }
                 EntryType::EntryNormal => {
-                    if e.data.first() == Some(&crate::framing::ENTRY_FORMAT_START) {
+                    let engine_owned = [
+                        crate::framing::ENTRY_FORMAT_START,
+                        crate::framing::ENTRY_FORMAT_ALARM,
+                    ];
+                    if e.data.first().is_some_and(|f| engine_owned.contains(f)) {
                         match decode_entry(&e.data) {
                             Ok(EntryData::Start(record)) => {
                                 self.apply_start_record(record, e.index)
                             }
+                            Ok(EntryData::Alarm { id, raised }) => {
+                                self.apply_alarm(id, raised, e.index)
+                            }
                             other => {
-                                warn!(self.logger, "skipping a malformed start record";
+                                warn!(self.logger, "skipping a malformed engine record";
                                     "index" => e.index, "error" => format!("{other:?}"))
                             }
                         }
@@ -1447,6 +1527,7 @@ impl RaftNode {
                 })
                 .collect(),
             removed_ids: self.membership.removed().collect(),
+            nospace_alarms: self.membership.alarms().collect(),
             progress,
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
             peer_refused: self

@@ -90,6 +90,15 @@ impl Snapshotter {
         })
     }
 
+    /// Whether the file of snapshot (`index`, `term`) is there (its content is not checked:
+    /// for a file this process saved itself, such as a received snapshot staged before raft
+    /// sees it).
+    pub fn has(&self, index: u64, term: u64) -> bool {
+        self.dir
+            .join(crate::name::snap_file_name(index, term))
+            .is_file()
+    }
+
     /// Like [`Snapshotter::save`], but the data is written by `write_data` instead of being
     /// held in memory: a large state machine image can be encoded straight into the file.
     /// `write_data` MUST write exactly `data_len` bytes.
