@@ -108,12 +108,13 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
                 let learner = query_param(&query, "learner").is_some_and(|v| v == "true");
                 api.add_member(id, learner, req, deadline).await
             }
+            Method::PUT => api.update_member(id, req, deadline).await,
             Method::DELETE => {
                 api.outcomes
                     .change_membership(&api.node, id, MemberChange::Remove, deadline)
                     .await
             }
-            _ => not_allowed("POST, DELETE"),
+            _ => not_allowed("POST, PUT, DELETE"),
         },
         ["members", id, "promote"] => match method {
             Method::POST => {
@@ -263,22 +264,24 @@ impl Api {
         req: Request<Incoming>,
         deadline: Instant,
     ) -> Answer {
-        let body = match read_body(req.into_body(), 4096, deadline).await {
-            Ok(b) => b,
+        let url = match peer_url_body(req, "the new node's", deadline).await {
+            Ok(url) => url,
             Err(answer) => return answer,
         };
-        let url = String::from_utf8_lossy(&body)
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        if let Err(e) = parse_peer_url(&url) {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be the new node's peer URL: {e}"),
-            );
-        }
         self.outcomes
             .change_membership(&self.node, id, MemberChange::Add { url, learner }, deadline)
+            .await
+    }
+
+    /// `PUT /members/{id}` body = new peer URL, as etcd's `member update`: 204 once applied;
+    /// the member listens there from its next start.
+    async fn update_member(&self, id: &str, req: Request<Incoming>, deadline: Instant) -> Answer {
+        let url = match peer_url_body(req, "the member's new", deadline).await {
+            Ok(url) => url,
+            Err(answer) => return answer,
+        };
+        self.outcomes
+            .change_membership(&self.node, id, MemberChange::UpdateUrl { url }, deadline)
             .await
     }
 
@@ -347,4 +350,24 @@ impl Api {
             Err(answer) => answer,
         }
     }
+}
+
+/// A request body that must be a peer URL (`whose` names it in the 400's sentence).
+async fn peer_url_body(
+    req: Request<Incoming>,
+    whose: &str,
+    deadline: Instant,
+) -> Result<String, Answer> {
+    let body = read_body(req.into_body(), 4096, deadline).await?;
+    let url = String::from_utf8_lossy(&body)
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    parse_peer_url(&url).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {whose} peer URL: {e}"),
+        )
+    })?;
+    Ok(url)
 }

@@ -467,3 +467,66 @@ fn a_received_snapshot_that_cannot_be_saved_is_retried_not_fatal() {
         .unwrap();
     assert_eq!((r.status, r.body.len()), (200, 2000));
 }
+
+// Intent: `PUT /members/{id}` changes a member's peer URL through the log, as etcd's `member
+// update` does: every member lists and uses the new URL once applied, and the member, restarted
+// with its old `--cluster` flags, listens on the stored new URL and serves. A URL of another
+// member is 409, garbage is 400, a non-member is 409; none changes anything.
+#[test]
+fn a_members_peer_url_is_updated_through_the_log() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let f = if leader == 3 { 2 } else { 3 };
+    let new_url = format!("http://127.0.0.1:{}", support::free_ports(1)[0]);
+    let other = c.peer_urls[(leader - 1) as usize].clone();
+    let path = format!("/members/{f}");
+    let r = c.node(leader).req("PUT", &path, other.as_bytes()).unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = c.node(leader).req("PUT", &path, b"not a url").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = c
+        .node(leader)
+        .req("PUT", "/members/9", new_url.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = c
+        .node(leader)
+        .req("PUT", &path, new_url.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    support::poll(
+        Duration::from_secs(20),
+        "every member to list the new URL",
+        || {
+            (1..=3)
+                .all(|id| {
+                    c.node(id).status().is_some_and(|s| {
+                        let voters = s["voters"].as_array().cloned().unwrap_or_default();
+                        voters
+                            .iter()
+                            .any(|v| v["id"] == f && v["url"] == new_url.as_str())
+                    })
+                })
+                .then_some(())
+        },
+    );
+    assert_eq!(c.node_mut(f).terminate(), Some(0));
+    c.node_mut(f).start();
+    let leader = c.wait_leader();
+    c.put_eventually(leader, "after-move", "v");
+    support::poll(
+        Duration::from_secs(20),
+        "the moved member to catch up",
+        || {
+            let r = c
+                .node(f)
+                .req("GET", "/kv/after-move?consistency=serializable", b"")
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    assert!(
+        c.node(f).log().contains(&new_url),
+        "the node did not log its new URL"
+    );
+}

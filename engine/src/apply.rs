@@ -107,7 +107,12 @@ impl<S: StateMachine> ApplyWorker<S> {
     fn apply_one(&mut self, e: &Entry) -> Option<(u64, CommandOutcome<S::Output>)> {
         let (request_id, command) = match decode_entry(&e.data) {
             // Start records are the engine's (see `raft_node.rs`).
-            Ok(EntryData::Noop | EntryData::Start(_) | EntryData::Alarm { .. }) => return None,
+            Ok(
+                EntryData::Noop
+                | EntryData::Start(_)
+                | EntryData::Alarm { .. }
+                | EntryData::UrlUpdate { .. },
+            ) => return None,
             Ok(EntryData::Command {
                 request_id,
                 command,

@@ -13,6 +13,7 @@
 //! start record (engine-owned):     [0x20][request_id u64 LE][node id u64][incarnation u64]
 //!                                  [nonce u64][client URL, UTF-8 ...]
 //! NOSPACE alarm (engine-owned):    [0x21][request_id u64 LE][node id u64][raised u8]
+//! peer URL update (engine-owned):  [0x22][request_id u64 LE][node id u64][peer URL ...]
 //! snapshot image, envelope v2:     ["RXENVLP" 0x02][membership v2][application image ...]
 //! snapshot image, envelope v1:     ["RXENVLP" 0x01][membership v1][application image ...]
 //! snapshot image, release 0.1:     ["RXKVIMG1"][membership v1][application image ...]
@@ -52,6 +53,8 @@ const ENTRY_HEADER_BYTES: usize = 9;
 pub const ENTRY_FORMAT_START: u8 = 0x20;
 /// The format byte of NOSPACE alarm records.
 pub const ENTRY_FORMAT_ALARM: u8 = 0x21;
+/// The format byte of peer URL updates.
+pub const ENTRY_FORMAT_URL: u8 = 0x22;
 /// Envelope magic of this release (the last byte is the version).
 const ENVELOPE_V2: &[u8; 8] = b"RXENVLP\x02";
 /// Envelope magic of release 0.2.
@@ -91,6 +94,15 @@ pub enum EntryData {
     },
     /// A member's start record; the engine's own, never handed to the application.
     Start(StartRecord),
+    /// A member's new peer URL; the engine's own.
+    UrlUpdate {
+        /// Request ID of the waiting client.
+        request_id: u64,
+        /// The member.
+        id: u64,
+        /// Its new peer URL.
+        url: String,
+    },
     /// A member raising or clearing its NOSPACE alarm; the engine's own.
     Alarm {
         /// The member.
@@ -98,6 +110,16 @@ pub enum EntryData {
         /// Raised (true) or cleared.
         raised: bool,
     },
+}
+
+/// The entry data of member `id`'s peer URL update, proposed under `request_id`.
+pub fn encode_url_update(request_id: u64, id: u64, url: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + 8 + url.len());
+    out.push(ENTRY_FORMAT_URL);
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(url.as_bytes());
+    out
 }
 
 /// The entry data of member `id` raising (or clearing) its NOSPACE alarm.
@@ -176,7 +198,12 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     };
     if !matches!(
         format,
-        ENTRY_FORMAT_V1 | ENTRY_FORMAT_START | ENTRY_FORMAT_ALARM | LEGACY_PUT | LEGACY_DELETE
+        ENTRY_FORMAT_V1
+            | ENTRY_FORMAT_START
+            | ENTRY_FORMAT_ALARM
+            | ENTRY_FORMAT_URL
+            | LEGACY_PUT
+            | LEGACY_DELETE
     ) {
         return Err(FormatError::UnknownFormat(format));
     }
@@ -185,6 +212,22 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     }
     if format == ENTRY_FORMAT_START {
         return StartRecord::decode(data).map(EntryData::Start);
+    }
+    let request_id = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
+    if format == ENTRY_FORMAT_URL {
+        let body = &data[ENTRY_HEADER_BYTES..];
+        let id = body
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or(FormatError::Malformed("URL update cut short"))?;
+        let url = std::str::from_utf8(&body[8..])
+            .map_err(|_| FormatError::Malformed("URL update is not UTF-8"))?
+            .to_string();
+        return Ok(EntryData::UrlUpdate {
+            request_id,
+            id,
+            url,
+        });
     }
     if format == ENTRY_FORMAT_ALARM {
         let body = &data[ENTRY_HEADER_BYTES..];
@@ -196,7 +239,6 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
             _ => Err(FormatError::Malformed("alarm record")),
         };
     }
-    let request_id = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
     let command = if format == ENTRY_FORMAT_V1 {
         data.slice(ENTRY_HEADER_BYTES..)
     } else {
@@ -419,6 +461,18 @@ mod tests {
         );
         for cut in 1..alarm.len() {
             assert!(decode_entry(&alarm.slice(..cut)).is_err());
+        }
+        let update = Bytes::from(encode_url_update(4, 2, "http://h:9"));
+        assert_eq!(
+            decode_entry(&update).unwrap(),
+            EntryData::UrlUpdate {
+                request_id: 4,
+                id: 2,
+                url: "http://h:9".into()
+            }
+        );
+        for cut in 1..ENTRY_HEADER_BYTES + 8 {
+            assert!(decode_entry(&update.slice(..cut)).is_err());
         }
     }
 

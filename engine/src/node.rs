@@ -89,7 +89,7 @@ pub async fn start<S: StateMachine>(
     let recovered = recover_node(&config, &snapshotter, incarnation, &logger).await?;
     let peer_listener = match early {
         Some(early) => early.stop().await?,
-        None => bind_peers(stored_peer_addr(&config, &recovered.membership, &logger)?).await?,
+        None => bind_peers(stored_peer_addr(&config, &recovered, &logger)?).await?,
     };
     // Raised before this node sends anything: a later copy of this data dir restored from
     // an older backup names an older start than the one the cluster recorded.
@@ -407,9 +407,10 @@ async fn bind_peers(addr: std::net::SocketAddr) -> Result<TcpListener, StartErro
 /// otherwise. Every difference between `--cluster` and the store is logged in one warning.
 fn stored_peer_addr(
     config: &Config,
-    membership: &crate::Membership,
+    recovered: &crate::recovery::Recovered,
     logger: &Logger,
 ) -> Result<std::net::SocketAddr, StartError> {
+    let membership = &recovered.membership;
     let diffs = config.cluster_differences(membership);
     if !diffs.is_empty() {
         warn!(
@@ -421,8 +422,15 @@ fn stored_peer_addr(
     if config.peer_addr_given {
         return Ok(config.peer_addr);
     }
-    match membership.get(config.id) {
-        Some(me) => crate::config::resolve(&me.url).map_err(|e| fail(e.to_string())),
+    let stored = recovered
+        .own_url
+        .clone()
+        .or_else(|| membership.get(config.id).map(|me| me.url.clone()));
+    match stored {
+        Some(url) => {
+            info!(logger, "listening for peers where the store says"; "url" => &url);
+            crate::config::resolve(&url).map_err(|e| fail(e.to_string()))
+        }
         None => Ok(config.peer_addr),
     }
 }

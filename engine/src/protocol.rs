@@ -61,6 +61,12 @@ pub enum MemberChange {
     Promote,
     /// Remove the node.
     Remove,
+    /// Change the member's peer URL (as etcd's `member update`): through the log, in effect
+    /// on every member once applied; the member itself listens there from its next start.
+    UpdateUrl {
+        /// The new peer URL.
+        url: String,
+    },
 }
 
 /// Input for the raft thread.

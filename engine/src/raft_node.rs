@@ -602,6 +602,29 @@ impl RaftNode {
         }
     }
 
+    /// A peer URL update became committed: every member sends to `id` at `url` from now on
+    /// (and `id` itself listens there from its next start).
+    fn apply_url_update(&mut self, request_id: u64, id: u64, url: String, e: &Entry) {
+        let Some(member) = self.membership.get(id).cloned() else {
+            self.changes
+                .complete(request_id, Err(format!("node {id} is not a member")));
+            return;
+        };
+        info!(self.logger, "member peer URL updated"; "node" => id, "from" => &member.url, "to" => &url);
+        self.membership.insert_member(Member {
+            url: url.clone(),
+            ..member.clone()
+        });
+        self.transport.set_peer(id, &url);
+        self.gate.set_records(&self.membership);
+        self.publish_membership("update", id, url, member.learner, e.index);
+        let applied = Applied {
+            index: e.index,
+            term: e.term,
+        };
+        self.changes.complete(request_id, Ok(applied));
+    }
+
     /// An alarm record became committed.
     fn apply_alarm(&mut self, id: u64, raised: bool, index: u64) {
         if self.membership.set_alarm(id, raised) {
@@ -761,7 +784,19 @@ impl RaftNode {
                 return Err(Refusal::NotCaughtUp(id))
             }
             MemberChange::Promote => (ConfChangeType::AddNode, String::new()),
-            MemberChange::Remove if !is_voter && !is_learner => return Err(Refusal::NotMember(id)),
+            MemberChange::UpdateUrl { .. } | MemberChange::Remove if !is_voter && !is_learner => {
+                return Err(Refusal::NotMember(id))
+            }
+            MemberChange::UpdateUrl { url } => {
+                if let Some(owner) = self.url_owner(&url).filter(|owner| *owner != id) {
+                    return Err(Refusal::UrlInUse { url, id: owner });
+                }
+                let data = crate::framing::encode_url_update(request_id, id, &url);
+                return self
+                    .raw
+                    .propose(Vec::new(), data)
+                    .map_err(|_| Refusal::Dropped);
+            }
             MemberChange::Remove if id == self.raw.raft.leader_id && self.voters_besides(id) => {
                 return self.defer_leader_removal(id, request_id);
             }
@@ -1087,6 +1122,7 @@ impl RaftNode {
                     let engine_owned = [
                         crate::framing::ENTRY_FORMAT_START,
                         crate::framing::ENTRY_FORMAT_ALARM,
+                        crate::framing::ENTRY_FORMAT_URL,
                     ];
                     if e.data.first().is_some_and(|f| engine_owned.contains(f)) {
                         match decode_entry(&e.data) {
@@ -1096,6 +1132,11 @@ impl RaftNode {
                             Ok(EntryData::Alarm { id, raised }) => {
                                 self.apply_alarm(id, raised, e.index)
                             }
+                            Ok(EntryData::UrlUpdate {
+                                request_id,
+                                id,
+                                url,
+                            }) => self.apply_url_update(request_id, id, url, e),
                             other => {
                                 warn!(self.logger, "skipping a malformed engine record";
                                     "index" => e.index, "error" => format!("{other:?}"))

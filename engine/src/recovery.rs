@@ -40,6 +40,9 @@ pub struct Recovered {
     pub cluster_id: u64,
     /// Index and term of the snapshot the state machine holds (0 when none).
     pub applied: (u64, u64),
+    /// This node's peer URL as the committed log after the snapshot last set it (a URL
+    /// update or the conf change that added it), if it did: where it listens.
+    pub own_url: Option<String>,
 }
 
 /// Why the node cannot start. The message is the one sentence the user sees.
@@ -183,6 +186,7 @@ pub fn recover(
     }
     hs.term = hs.term.max(at.1);
     storage.set_hard_state(hs.clone());
+    let own_url = own_url_in_log(config.id, &replay.entries, hs.commit);
     let entries = replay.entries.len();
     storage.append(replay.entries);
     info!(logger, "recovered from disk";
@@ -195,7 +199,39 @@ pub fn recover(
         membership,
         cluster_id: replay.metadata.cluster_id,
         applied: at,
+        own_url,
     })
+}
+
+/// The last peer URL the committed `entries` (up to `commit`) give node `id`.
+fn own_url_in_log(id: u64, entries: &[raft::eraftpb::Entry], commit: u64) -> Option<String> {
+    use protobuf::Message as _;
+    let mut url = None;
+    for e in entries.iter().take_while(|e| e.index <= commit) {
+        match e.get_entry_type() {
+            raft::eraftpb::EntryType::EntryNormal => {
+                if let Ok(crate::framing::EntryData::UrlUpdate { id: of, url: u, .. }) =
+                    crate::framing::decode_entry(&e.data)
+                {
+                    if of == id {
+                        url = Some(u);
+                    }
+                }
+            }
+            raft::eraftpb::EntryType::EntryConfChange => {
+                let mut cc = raft::eraftpb::ConfChange::default();
+                if cc.merge_from_bytes(&e.data).is_err() || cc.node_id != id {
+                    continue;
+                }
+                let ctx = crate::framing::ConfChangeContext::decode(&cc.context).ok();
+                if let Some(ctx) = ctx.filter(|c| !c.url.is_empty()) {
+                    url = Some(ctx.url);
+                }
+            }
+            raft::eraftpb::EntryType::EntryConfChangeV2 => {}
+        }
+    }
+    url
 }
 
 /// The sentence for a WAL that cannot be opened from the snapshot at `index`. When newer
