@@ -76,22 +76,26 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
     let deadline = Instant::now() + api.config.request_timeout;
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     let method = req.method().clone();
+    // `/kv/{key}`: the key is the rest of the path, slashes included, percent-decoded.
+    if let Some(rest) = path.strip_prefix("/kv/").filter(|rest| !rest.is_empty()) {
+        let key = match percent_decode(rest) {
+            Ok(key) => Bytes::from(key),
+            Err(answer) => return answer,
+        };
+        return match method {
+            Method::GET => api.get(key, &query, deadline).await,
+            Method::PUT => api.put(key, req, deadline).await,
+            Method::DELETE => api.write(Command::Delete { key: &key }, deadline).await,
+            _ => not_allowed("GET, PUT, DELETE"),
+        };
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     match segments.as_slice() {
         [""] => text(
             StatusCode::NOT_FOUND,
             "no key given: use /<key> or /kv/<key>",
         ),
-        ["kv", key] if !key.is_empty() => {
-            let key = Bytes::copy_from_slice(key.as_bytes());
-            match method {
-                Method::GET => api.get(key, &query, deadline).await,
-                Method::PUT => api.put(key, req, deadline).await,
-                Method::DELETE => api.write(Command::Delete { key: &key }, deadline).await,
-                _ => not_allowed("GET, PUT, DELETE"),
-            }
-        }
         ["kv", ..] => text(StatusCode::NOT_FOUND, "no key given: use /kv/<key>"),
         ["status"] if method == Method::GET => api.status_answer(deadline).await,
         ["health"] if method == Method::GET => {
@@ -130,10 +134,13 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         },
         [name, ..] if RESERVED.contains(name) => text(
             StatusCode::NOT_FOUND,
-            format!("/{name} is not a route of this API"),
+            format!("/{name} is not a route of this API (a key of that name is /kv/{name})"),
         ),
         [key] => {
-            let key_bytes = Bytes::copy_from_slice(key.as_bytes());
+            let key_bytes = match raftexample_key(key) {
+                Ok(key) => key,
+                Err(answer) => return answer,
+            };
             match method {
                 Method::GET => api.get(key_bytes, &query, deadline).await,
                 Method::PUT => api.put(key_bytes, req, deadline).await,
@@ -151,6 +158,55 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
             "keys of the raftexample routes cannot contain '/': use /kv/<key>",
         ),
     }
+}
+
+/// The key of a raftexample route (`/{key}`): percent-decoded, like `/kv/{key}`'s, so `/A`,
+/// `/%41`, `/kv/A` and `/kv/%41` are one key. A decoded key with a slash, or one that names a
+/// reserved route, is refused (400) with a pointer to `/kv/`.
+fn raftexample_key(segment: &str) -> Result<Bytes, Answer> {
+    let key = percent_decode(segment)?;
+    let refuse = |why: &str| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("{why}: use /kv/{segment} for such a key"),
+        )
+    };
+    if key.contains(&b'/') {
+        return Err(refuse("keys of the raftexample routes cannot contain '/'"));
+    }
+    if RESERVED.iter().any(|r| r.as_bytes() == key.as_slice()) {
+        return Err(refuse("this key names a route of this API"));
+    }
+    Ok(Bytes::from(key))
+}
+
+/// Decodes `%XX` escapes (any byte; the key need not be UTF-8). A `%` not followed by two
+/// hex digits is a 400.
+fn percent_decode(s: &str) -> Result<Vec<u8>, Answer> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        let Some(byte) = hex else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("bad percent escape at byte {i} of the key: use %XX with two hex digits"),
+            ));
+        };
+        out.push(byte);
+        i += 3;
+    }
+    Ok(out)
 }
 
 impl Api {

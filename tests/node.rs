@@ -393,3 +393,35 @@ fn bad_flags_give_one_clear_sentence() {
         "bad flags wrote files"
     );
 }
+
+// Intent: one canonical key mapping for both routes. The key is the percent-decoded path after
+// the route prefix: `/A`, `/%41`, `/kv/A` and `/kv/%41` are one key; `/kv/` keys keep their
+// slashes (`/kv/a%2Fb` is `/kv/a/b`); a raftexample-route key with a slash or a reserved name,
+// and a bad escape, are refused with a sentence and change nothing.
+#[test]
+fn both_routes_map_keys_alike_and_kv_keys_may_hold_slashes() {
+    let c = Cluster::start(1, &[]);
+    let n = c.node(1);
+    assert_eq!(n.put("A", "one").unwrap().status, 204);
+    for path in ["/A", "/%41", "/kv/A", "/kv/%41"] {
+        let r = n.req("GET", path, b"").unwrap();
+        assert_eq!((r.status, r.text()), (200, "one".to_string()), "{path}");
+    }
+    assert_eq!(n.req("PUT", "/kv/a/b", b"slash").unwrap().status, 204);
+    let r = n.req("GET", "/kv/a%2Fb", b"").unwrap();
+    assert_eq!((r.status, r.text()), (200, "slash".to_string()));
+    let r = n.req("GET", "/a%2Fb", b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("/kv/"), "{}", r.text());
+    let r = n.req("PUT", "/%73tatus", b"x").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("/kv/"), "{}", r.text());
+    assert_eq!(n.req("PUT", "/kv/status", b"x").unwrap().status, 204);
+    assert_eq!(n.req("GET", "/kv/status", b"").unwrap().text(), "x");
+    for bad in ["/kv/%4", "/kv/%zz", "/%+1"] {
+        let r = n.req("PUT", bad, b"x").unwrap();
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    assert_eq!(n.req("DELETE", "/kv/a/b", b"").unwrap().status, 204);
+    assert_eq!(n.req("GET", "/kv/a%2fb", b"").unwrap().status, 404);
+}
