@@ -81,7 +81,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
     if let Some(rest) = path.strip_prefix("/kv/").filter(|rest| !rest.is_empty()) {
         let key = match percent_decode(rest) {
             Ok(key) => Bytes::from(key),
-            Err(answer) => return answer,
+            Err(why) => return text(StatusCode::BAD_REQUEST, why),
         };
         return match method {
             Method::GET => api.get(key, &query, deadline).await,
@@ -139,7 +139,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         [key] => {
             let key_bytes = match raftexample_key(key) {
                 Ok(key) => key,
-                Err(answer) => return answer,
+                Err(why) => return text(StatusCode::BAD_REQUEST, why),
             };
             match method {
                 Method::GET => api.get(key_bytes, &query, deadline).await,
@@ -162,15 +162,10 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
 
 /// The key of a raftexample route (`/{key}`): percent-decoded, like `/kv/{key}`'s, so `/A`,
 /// `/%41`, `/kv/A` and `/kv/%41` are one key. A decoded key with a slash, or one that names a
-/// reserved route, is refused (400) with a pointer to `/kv/`.
-fn raftexample_key(segment: &str) -> Result<Bytes, Answer> {
+/// reserved route, is refused (the 400's sentence) with a pointer to `/kv/`.
+fn raftexample_key(segment: &str) -> Result<Bytes, String> {
     let key = percent_decode(segment)?;
-    let refuse = |why: &str| {
-        text(
-            StatusCode::BAD_REQUEST,
-            format!("{why}: use /kv/{segment} for such a key"),
-        )
-    };
+    let refuse = |why: &str| format!("{why}: use /kv/{segment} for such a key");
     if key.contains(&b'/') {
         return Err(refuse("keys of the raftexample routes cannot contain '/'"));
     }
@@ -181,8 +176,8 @@ fn raftexample_key(segment: &str) -> Result<Bytes, Answer> {
 }
 
 /// Decodes `%XX` escapes (any byte; the key need not be UTF-8). A `%` not followed by two
-/// hex digits is a 400.
-fn percent_decode(s: &str) -> Result<Vec<u8>, Answer> {
+/// hex digits is refused (the 400's sentence).
+fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -198,9 +193,8 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, Answer> {
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         let Some(byte) = hex else {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                format!("bad percent escape at byte {i} of the key: use %XX with two hex digits"),
+            return Err(format!(
+                "bad percent escape at byte {i} of the key: use %XX with two hex digits"
             ));
         };
         out.push(byte);
