@@ -14,33 +14,8 @@ use support::{poll, request, Cluster, Reply};
 /// (which anyone can learn from `GET /raft/cluster`).
 fn forge(c: &Cluster, from: u64, to: u64, msgs: &[Message]) -> Reply {
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], c.node(to).peer_port));
-    let info = request(
-        peer,
-        "GET",
-        "/raft/cluster",
-        &[],
-        b"",
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
-    let cluster = v["cluster_id"].as_str().unwrap().to_string();
-    let (from_s, to_s) = (from.to_string(), to.to_string());
-    let headers = [
-        ("X-Raft-Cluster-Id", cluster.as_str()),
-        ("X-Raft-From", from_s.as_str()),
-        ("X-Raft-To", to_s.as_str()),
-    ];
-    let body = raftexample::transport::encode_batch(msgs);
-    request(
-        peer,
-        "POST",
-        "/raft",
-        &headers,
-        &body,
-        Duration::from_secs(5),
-    )
-    .unwrap()
+    let cluster = support::cluster_id_of(peer);
+    support::post_raft_batch(peer, &cluster, from, to, msgs).unwrap()
 }
 
 fn message(t: MessageType, from: u64, to: u64, term: u64) -> Message {
@@ -307,4 +282,62 @@ fn a_body_limit_the_log_cannot_carry_is_refused_at_start() {
     let log = c.node(1).log();
     assert!(log.contains("--max-request-body-bytes"), "{log}");
     assert_eq!(log.trim().lines().count(), 1, "{log}");
+}
+
+// Intent: each well-formed peer message the fuzz test (`tests/peer_fuzz.rs`) found to panic a
+// node through a raft-rs assertion is refused before raft sees it (400, counted as
+// `invariant`) or dropped by the raft thread (counted as `contradicts_state`), and every node
+// keeps running and writing: an append of term 0 (a debug assertion in a candidate), an empty
+// proposal, a read request without its context, an append after an index past the log with
+// log term 0 (taken as a match, then a commit past the log), a leader transfer request to a
+// follower (forwarded with its term, which raft-rs aborts on), and an acknowledgement beyond
+// the leader's log.
+#[test]
+fn peer_messages_that_broke_raft_rs_assumptions_are_refused() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let other = (1..=3).find(|i| *i != leader).unwrap();
+    let term = c.node(leader).status().unwrap()["term"].as_u64().unwrap();
+    let mut zero_term_append = message(MessageType::MsgAppend, leader, other, 0);
+    zero_term_append.index = 1;
+    zero_term_append.log_term = 1;
+    let empty_proposal = message(MessageType::MsgPropose, other, leader, 0);
+    let no_context_read = message(MessageType::MsgReadIndex, other, leader, 0);
+    let mut past_the_log = message(MessageType::MsgAppend, leader, other, term);
+    past_the_log.index = 1_000;
+    past_the_log.commit = 2_000;
+    for m in [zero_term_append, past_the_log] {
+        let r = forge(&c, leader, other, &[m]);
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    for m in [empty_proposal, no_context_read] {
+        let r = forge(&c, other, leader, &[m]);
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    let transfer = message(MessageType::MsgTransferLeader, leader, other, term);
+    assert_eq!(forge(&c, leader, other, &[transfer]).status, 204);
+    let mut ack = message(MessageType::MsgAppendResponse, other, leader, term);
+    ack.index = 1_000_000;
+    assert_eq!(forge(&c, other, leader, &[ack]).status, 204);
+    let refused = |id: u64, reason: &str| {
+        c.node(id).status().unwrap()["peer_refused"][reason]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(refused(other, "invariant"), 2);
+    assert_eq!(refused(leader, "invariant"), 2);
+    poll(
+        Duration::from_secs(10),
+        "the dropped messages counted",
+        || {
+            (refused(other, "contradicts_state") >= 1 && refused(leader, "contradicts_state") >= 1)
+                .then_some(())
+        },
+    );
+    for i in 0..20 {
+        c.put_eventually(leader, &format!("after-{i}"), "v");
+    }
+    for node in &mut c.nodes {
+        assert!(node.is_running(), "node {} died", node.id);
+    }
 }

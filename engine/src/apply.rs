@@ -117,13 +117,15 @@ impl<S: StateMachine> ApplyWorker<S> {
                 request_id,
                 command,
             }) => (request_id, command),
-            // Never skipped: a replica that skipped it would diverge from one that applied it.
+            // Bytes from the log never stop a node: an entry of an unknown format (a newer
+            // release, a forged append) or a known format cut short is the same no-op on every
+            // replica of this release. Its proposer, if any, cannot be named and times out.
             Err(err @ FormatError::UnknownFormat(_)) => {
-                let what = format!("the entry at index {} cannot be applied", e.index);
-                crate::logging::fatal(&self.logger, &what, &err)
+                error!(self.logger, "skipping an entry of an unknown format (a newer release \
+                    must not share a cluster with this one)"; "index" => e.index, "error" => %err);
+                return None;
             }
             Err(err) => {
-                // A known format cut short: the same no-op on every replica.
                 error!(self.logger, "skipping a malformed entry"; "index" => e.index, "error" => %err);
                 return None;
             }

@@ -29,9 +29,10 @@
 //! This release writes envelope v2 and reads all three; a v1 or 0.1 image has no start
 //! records and no removed IDs (the members publish new start records when they start).
 //!
-//! An entry or image in a format this release does not know is never skipped: the node stops
-//! with a sentence ([`FormatError::UnknownFormat`]), so a cluster of mixed releases cannot
-//! diverge silently. An application command that does not decode is the application's
+//! Bytes from the log never stop a node: an entry in a format this release does not know
+//! ([`FormatError::UnknownFormat`]: a newer release, or a forged append) is a logged no-op on
+//! every replica of this release, like a known format cut short. An image in an unknown
+//! envelope is refused where it arrives (the peer server's validation, or recovery's sentence). An application command that does not decode is the application's
 //! business (a no-op, rejected, on every replica alike).
 
 use std::io::Read;
@@ -191,7 +192,7 @@ pub fn encode_entry(request_id: u64, command: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// [`FormatError::UnknownFormat`] for a format byte this release does not know (the caller
-/// MUST stop, not skip), [`FormatError::Malformed`] for a known format cut short.
+/// treats it as a no-op, as every replica of this release does), [`FormatError::Malformed`] for a known format cut short.
 pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
     let Some(&format) = data.first() else {
         return Ok(EntryData::Noop);

@@ -30,8 +30,11 @@
 //!   strictly increasing [`Epoch`]; "lagged" with the current state instead of a silent gap.
 //!   "Became leader" only once the leader committed an entry of its term.
 //! - The engine owns the framing ([`framing`]): a format byte and a request ID on every entry,
-//!   an envelope (magic, version, membership with peer URLs) around every image. A format it does
-//!   not know stops the node with a sentence; it is never skipped.
+//!   an envelope (magic, version, membership with peer URLs) around every image.
+//! - **Apply never aborts on bytes from the log.** An entry the engine cannot decode (an unknown
+//!   format, one cut short) is a no-op on every replica; a command the application cannot
+//!   decode MUST be a deterministic `Err(Rejected)` (a no-op, answered to its proposer as
+//!   rejected), never a panic. Apply aborts only on local failures (I/O).
 //!
 //! # The Ready loop (`raft_node.rs`, the raft thread, sole owner of `RawNode`, WAL, storage)
 //! Each turn: wait for input or the next tick; drain the inbox (group commit); tick; one

@@ -48,6 +48,11 @@ pub fn abort_on_panic() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         eprintln!("raftexample: fatal: panic in thread {name:?} at {at}: {what}");
+        // With RUST_BACKTRACE set, where it happened (for the bug report).
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{trace}");
+        }
         std::process::abort()
     }));
 }

@@ -72,11 +72,18 @@ pub enum Refused {
     Superseded,
     /// An append or snapshot while this node's disk is below its floor (507).
     DiskFull,
+    /// A message that breaks what raft-rs assumes of a peer's message (400): a term of 0 on a
+    /// type that always carries one, entries not contiguous after the append's index, entry
+    /// terms decreasing or above the message's term.
+    Invariant,
+    /// A message the raft thread dropped because it contradicts this node's own state (an
+    /// acknowledgement beyond our log, a snapshot older than our commit index).
+    Contradicts,
 }
 
 impl Refused {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refused; 11] = [
+    pub const ALL: [Refused; 13] = [
         Refused::Headers,
         Refused::OtherCluster,
         Refused::WrongReceiver,
@@ -88,6 +95,8 @@ impl Refused {
         Refused::Snapshot,
         Refused::Superseded,
         Refused::DiskFull,
+        Refused::Invariant,
+        Refused::Contradicts,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -104,6 +113,8 @@ impl Refused {
             Refused::Snapshot => "snapshot",
             Refused::Superseded => "superseded",
             Refused::DiskFull => "disk_full",
+            Refused::Invariant => "invariant",
+            Refused::Contradicts => "contradicts_state",
         }
     }
 
@@ -197,7 +208,8 @@ impl PeerGate {
             .collect()
     }
 
-    fn count_refused(&self, reason: Refused) {
+    /// Counts a refusal (also for the raft thread's own, [`Refused::Contradicts`]).
+    pub fn count_refused(&self, reason: Refused) {
         self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -589,6 +601,7 @@ fn validate(msg: &Message, peers: Peers, check: ValidateImage) -> Result<(), Ref
         ));
     }
     check_terms(msg)?;
+    check_invariants(msg)?;
     match msg.get_msg_type() {
         MessageType::MsgHup
         | MessageType::MsgBeat
@@ -605,6 +618,63 @@ fn validate(msg: &Message, peers: Peers, check: ValidateImage) -> Result<(), Ref
                 |e: &dyn std::fmt::Display| (Refused::Snapshot, format!("snapshot rejected: {e}"));
             let (_, image) = decode_image(&msg.get_snapshot().data).map_err(|e| refuse(&e))?;
             check(image).map_err(|e| refuse(&e))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What raft-rs assumes of any message from a peer, checked before it can reach a raft-rs
+/// assertion: forwarded proposals and read requests carry term 0 and every other type a term;
+/// a proposal carries entries, a read request or answer exactly one (its context);
+/// an append's entries follow its index one by one, with terms never decreasing, never below
+/// its log term and never above its term; a snapshot's term is not above the message's.
+fn check_invariants(msg: &Message) -> Result<(), Refusal> {
+    let bad = |what: String| Err((Refused::Invariant, what));
+    let t = msg.get_msg_type();
+    let forwarded = matches!(t, MessageType::MsgPropose | MessageType::MsgReadIndex);
+    if forwarded != (msg.term == 0) {
+        return bad(format!("{t:?} with term {}", msg.term));
+    }
+    match t {
+        // raft-rs reads the first entry of these unchecked (or aborts on none).
+        MessageType::MsgPropose if msg.entries.is_empty() => {
+            return bad("a proposal without entries".into())
+        }
+        MessageType::MsgReadIndex | MessageType::MsgReadIndexResp if msg.entries.len() != 1 => {
+            return bad(format!("{t:?} with {} entries, not 1", msg.entries.len()))
+        }
+        // raft-rs takes term 0 for any index past its log as a match.
+        MessageType::MsgAppend if msg.log_term == 0 && msg.index != 0 => {
+            return bad(format!("append after index {} of term 0", msg.index))
+        }
+        MessageType::MsgAppend => {
+            let mut prev_term = msg.log_term;
+            for (i, e) in msg.entries.iter().enumerate() {
+                let want = msg.index.checked_add(1 + i as u64);
+                if want != Some(e.index) {
+                    return bad(format!(
+                        "append after index {} carries entry {} at position {i}",
+                        msg.index, e.index
+                    ));
+                }
+                if e.term < prev_term || e.term > msg.term {
+                    return bad(format!(
+                        "append of term {} carries entry {} of term {} after term {prev_term}",
+                        msg.term, e.index, e.term
+                    ));
+                }
+                prev_term = e.term;
+            }
+        }
+        MessageType::MsgSnapshot => {
+            let meta = msg.get_snapshot().get_metadata();
+            if meta.term > msg.term || meta.index == 0 {
+                return bad(format!(
+                    "snapshot at index {} of term {} in a message of term {}",
+                    meta.index, meta.term, msg.term
+                ));
+            }
         }
         _ => {}
     }
@@ -642,14 +712,69 @@ mod tests {
         Ok(())
     }
 
+    /// A plausible message: term 1 (0 for the forwarded types), a snapshot at index 1.
     fn msg(from: u64, to: u64, t: MessageType) -> Message {
+        let forwarded = matches!(t, MessageType::MsgPropose | MessageType::MsgReadIndex);
         let mut m = Message {
             from,
             to,
+            term: u64::from(!forwarded),
             ..Default::default()
         };
         m.set_msg_type(t);
+        if t == MessageType::MsgSnapshot {
+            m.mut_snapshot().mut_metadata().index = 1;
+            m.mut_snapshot().mut_metadata().term = 1;
+        }
         m
+    }
+
+    // Intent: each raft-rs assumption about a peer's message is checked: term 0 only on
+    // forwarded types, entries contiguous after the index with rising terms within the
+    // message's, contexts on reads, entries on proposals, no term-0 match past the log.
+    #[test]
+    fn messages_breaking_raft_rs_assumptions_are_refused() {
+        let ok = |m: &Message| check_invariants(m).is_ok();
+        let mut append = msg(2, 1, MessageType::MsgAppend);
+        append.term = 3;
+        append.index = 5;
+        append.log_term = 2;
+        for (i, term) in [2, 3].into_iter().enumerate() {
+            append.mut_entries().push(raft::eraftpb::Entry {
+                index: 6 + i as u64,
+                term,
+                ..Default::default()
+            });
+        }
+        assert!(ok(&append));
+        let mut gap = append.clone();
+        gap.mut_entries()[1].index = 8;
+        let mut falling = append.clone();
+        falling.mut_entries()[1].term = 1;
+        let mut above = append.clone();
+        above.mut_entries()[1].term = 4;
+        let mut zero_log_term = append.clone();
+        zero_log_term.log_term = 0;
+        zero_log_term.mut_entries().clear();
+        let mut no_term = msg(2, 1, MessageType::MsgHeartbeat);
+        no_term.term = 0;
+        let mut termed_proposal = msg(2, 1, MessageType::MsgPropose);
+        termed_proposal.term = 1;
+        termed_proposal.mut_entries().push(Default::default());
+        let empty_proposal = msg(2, 1, MessageType::MsgPropose);
+        let contextless_read = msg(2, 1, MessageType::MsgReadIndex);
+        for bad in [
+            gap,
+            falling,
+            above,
+            zero_log_term,
+            no_term,
+            termed_proposal,
+            empty_proposal,
+            contextless_read,
+        ] {
+            assert!(!ok(&bad), "{bad:?}");
+        }
     }
 
     // Intent: a valid batch decodes; garbage, truncation, spoofed senders and local message

@@ -237,6 +237,8 @@ pub struct RaftNode {
     alarm_proposed_at: Option<Instant>,
     /// When this leader, below its disk floor, last handed leadership away.
     floor_transfer_at: Option<Instant>,
+    /// When a dropped peer message was last logged (rate limit).
+    contradiction_logged_at: Option<Instant>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -324,6 +326,7 @@ impl RaftNode {
             disk,
             alarm_proposed_at: None,
             floor_transfer_at: None,
+            contradiction_logged_at: None,
         };
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
@@ -944,6 +947,20 @@ impl RaftNode {
     /// Steps one peer message. A heartbeat's commit index is clamped to our log: raft-rs would
     /// panic on a larger one, and nothing a peer sends may crash the node.
     fn step(&mut self, mut m: Message) {
+        if let Some(why) = self.contradiction(&m) {
+            self.gate
+                .count_refused(crate::peer_server::Refused::Contradicts);
+            let now = Instant::now();
+            if self
+                .contradiction_logged_at
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+            {
+                self.contradiction_logged_at = Some(now);
+                warn!(self.logger, "peer message dropped: it contradicts this node's state";
+                    "from" => m.from, "type" => format!("{:?}", m.get_msg_type()), "why" => why);
+            }
+            return;
+        }
         match m.get_msg_type() {
             MessageType::MsgHeartbeat => {
                 m.commit = m.commit.min(self.raw.raft.raft_log.last_index());
@@ -957,6 +974,35 @@ impl RaftNode {
         }
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "peer message not stepped"; "error" => %e);
+        }
+    }
+
+    /// Why a peer message (already checked by the peer server) contradicts this node's own
+    /// state, where raft-rs would panic or go wrong on it: an acknowledgement of entries beyond
+    /// our log (a leader would slice its log past the end and commit what it does not have), a
+    /// leader transfer request to a non-leader, a snapshot not newer than our commit index.
+    fn contradiction(&self, m: &Message) -> Option<String> {
+        let log = &self.raw.raft.raft_log;
+        match m.get_msg_type() {
+            MessageType::MsgAppendResponse if !m.reject && m.index > log.last_index() => {
+                Some(format!(
+                    "acknowledges index {} beyond our last {}",
+                    m.index,
+                    log.last_index()
+                ))
+            }
+            // A follower would forward it with its term still set, which raft-rs aborts on.
+            MessageType::MsgTransferLeader if self.raw.raft.state != StateRole::Leader => {
+                Some("a leader transfer request sent to a node that does not lead".into())
+            }
+            MessageType::MsgSnapshot if m.get_snapshot().get_metadata().index <= log.committed => {
+                Some(format!(
+                    "snapshot at {} is not newer than our commit index {}",
+                    m.get_snapshot().get_metadata().index,
+                    log.committed
+                ))
+            }
+            _ => None,
         }
     }
 

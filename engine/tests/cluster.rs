@@ -421,6 +421,9 @@ async fn bad_peer_input_is_refused_and_the_cluster_goes_on() {
     let bad_image = engine::framing::encode_image(&members, b"12345");
     let mut snapshot_in_batch = message(MessageType::MsgSnapshot, other, leader, term);
     snapshot_in_batch.mut_snapshot().data = Bytes::from(bad_image.clone());
+    // Plausible metadata, so that it is the image that fails.
+    snapshot_in_batch.mut_snapshot().mut_metadata().index = 1000;
+    snapshot_in_batch.mut_snapshot().mut_metadata().term = term;
     let cases: Vec<(&str, &str, u64, Vec<u8>, u16)> = vec![
         (
             "garbage",

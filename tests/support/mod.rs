@@ -474,3 +474,45 @@ pub fn count_files(dir: &Path, suffix: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// The cluster ID (hex) that the peer port `peer` hands anyone (`GET /raft/cluster`).
+pub fn cluster_id_of(peer: SocketAddr) -> String {
+    let info = request(
+        peer,
+        "GET",
+        "/raft/cluster",
+        &[],
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+    v["cluster_id"].as_str().unwrap().to_string()
+}
+
+/// POSTs `msgs` as one raft batch to the peer port `peer`, with valid headers naming
+/// `cluster_id` (hex, as `GET /raft/cluster` gives it), `from` and `to`: what any process that
+/// can reach a peer port can send.
+pub fn post_raft_batch(
+    peer: SocketAddr,
+    cluster_id: &str,
+    from: u64,
+    to: u64,
+    msgs: &[raft::eraftpb::Message],
+) -> std::io::Result<Reply> {
+    let (from_s, to_s) = (from.to_string(), to.to_string());
+    let headers = [
+        ("X-Raft-Cluster-Id", cluster_id),
+        ("X-Raft-From", from_s.as_str()),
+        ("X-Raft-To", to_s.as_str()),
+    ];
+    let body = raftexample::transport::encode_batch(msgs);
+    request(
+        peer,
+        "POST",
+        "/raft",
+        &headers,
+        &body,
+        Duration::from_secs(5),
+    )
+}
