@@ -164,6 +164,27 @@ struct Cli {
 }
 
 /// A port that was free a moment ago.
+/// `n` free ports on a loopback IP of this cluster's own (127.200-249.x.y, picked at random):
+/// the proxies, the other tests and the other processes on the machine bind elsewhere, so no
+/// port picked here can be taken before its node binds it. All are held at once, so they
+/// differ.
+fn own_addrs(n: u64) -> Vec<SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let r = h.finish();
+    let ip = Ipv4Addr::new(
+        127,
+        200 + (r % 50) as u8,
+        (r >> 8) as u8,
+        1 + (r >> 16) as u8 % 250,
+    );
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind((ip, 0)).expect("a free port on loopback"))
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -199,9 +220,7 @@ impl Cluster {
     /// Starts `n` nodes (tick 40 ms) with `extra` flags added to each node's own.
     pub async fn start(n: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let real: Vec<SocketAddr> = (0..n)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-            .collect();
+        let real: Vec<SocketAddr> = own_addrs(n);
         let mut proxies = Vec::new();
         for target in &real {
             let listen = SocketAddr::from(([127, 0, 0, 1], 0));
