@@ -445,10 +445,11 @@ impl Cluster {
     }
 
     /// Kills member `id`, wipes its data dirs and starts it again under its old ID. It MUST
-    /// NOT take part: either it is refused (exit status 1 within [`SLOW`]) because a member it
-    /// reaches recorded its start, or, when its `--cluster` reaches no current member (they
-    /// were all replaced), it waits for them without bootstrapping (it is then killed, and
-    /// must have written no WAL). Returns what happened (shortened).
+    /// NOT take part: it is refused (exit status 1 within [`SLOW`]) because a member it
+    /// reaches recorded its start (or, a joiner whose `--cluster` reaches no current member,
+    /// because nobody answered its join); or, an initial member whose `--cluster` reaches no
+    /// current member, it waits for them without bootstrapping (it is then killed, and must
+    /// have written no WAL). Returns what happened (shortened).
     pub fn wipe_and_restart(&mut self, id: u64) -> String {
         self.kill(id);
         let m = self.members.get_mut(&id).expect("member");
@@ -756,7 +757,10 @@ impl Cluster {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let wiped = self.wiped_logs.contains(log);
             for line in text.lines() {
-                let refusal = line.contains("cannot start") && line.contains("its data was lost");
+                // Refused because a member recorded its start, or (a wiped joiner whose
+                // --cluster names no current member) because nobody answered: either way it
+                // never took part.
+                let refusal = line.contains("cannot start");
                 if wiped && refusal {
                     continue;
                 }
