@@ -51,9 +51,10 @@ pub trait MergedImage: Send {
 /// - [`StateMachine::apply`] MUST be deterministic: the same commands in the same order give
 ///   the same state and outputs on every replica. Time, randomness and local files are not
 ///   inputs; if the application needs time, it puts it in the command.
-/// - A command that does not decode MUST change nothing and return [`Rejected`]. The engine
-///   never stops on bytes that came from the log; it stops (aborts) only on a local failure
-///   (a failed disk write), or on an engine format it does not know.
+/// - A command that does not decode MUST change nothing and return [`Rejected`], never panic.
+///   The engine never stops on bytes that came from the log (an entry of an engine format it
+///   does not know is a no-op on every replica); it stops (aborts) only on a local failure
+///   (a failed disk write).
 /// - The output goes to the proposer on this node only (other replicas drop theirs).
 /// - An empty image is the initial state: every initial member bootstraps from it.
 /// - Snapshots MUST NOT pause applying for long. Small states serialise themselves in
