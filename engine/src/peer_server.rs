@@ -244,11 +244,6 @@ impl PeerGate {
             .copied()
     }
 
-    /// Whether `id` was removed.
-    pub fn was_removed(&self, id: u64) -> bool {
-        self.is_removed(id)
-    }
-
     /// Publishes the leader's view of each member's match index (`None` when not leading).
     pub fn set_matched(&self, matched: Option<HashMap<u64, u64>>) {
         *self.matched.write().unwrap_or_else(|e| e.into_inner()) = matched.unwrap_or_default();
@@ -417,15 +412,16 @@ async fn receive(
 /// disk) is answered 507 and the leader sends it again later; it never reaches the raft
 /// thread, where a failed save could only be fatal.
 async fn stage_snapshots(gate: &Arc<PeerGate>, msgs: &[Message]) -> Option<Answer> {
+    let is_snapshot = |m: &&Message| m.get_msg_type() == MessageType::MsgSnapshot;
+    if !msgs.iter().any(|m| is_snapshot(&m)) {
+        return None;
+    }
     let files = gate.snapshots.clone()?;
     let snapshots: Vec<raft::eraftpb::Snapshot> = msgs
         .iter()
-        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        .filter(is_snapshot)
         .map(|m| m.get_snapshot().clone())
         .collect();
-    if snapshots.is_empty() {
-        return None;
-    }
     let saved = tokio::task::spawn_blocking(move || {
         snapshots.iter().try_for_each(|s| files.save(s).map(|_| ()))
     })

@@ -277,8 +277,6 @@ impl RaftNode {
             disk,
             logger,
         } = parts;
-        gate.set_records(&membership);
-        disk.set_alarms(membership.alarms().collect());
         let conf_state = raw
             .store()
             .initial_state()
@@ -328,6 +326,7 @@ impl RaftNode {
             floor_transfer_at: None,
             contradiction_logged_at: None,
         };
+        node.publish_records();
         node.sync_peers();
         // A lone voter need not wait an election timeout to lead.
         if node.conf_state.voters == [node.config.id] && node.conf_state.learners.is_empty() {
@@ -390,6 +389,7 @@ impl RaftNode {
                 self.propose_deferred_removals(now);
                 self.announce_start(now);
                 self.update_alarm(now);
+                self.leave_leadership_when_full(now);
                 self.promote_ready_learners();
             }
             self.issue_reads();
@@ -521,20 +521,15 @@ impl RaftNode {
         {
             return;
         }
-        let retry = self.config.tick_interval * self.config.election_ticks as u32;
-        if self
-            .start_proposed_at
-            .is_some_and(|at| now.duration_since(at) < retry)
-        {
+        let every = self.election_timeout();
+        if !due(&mut self.start_proposed_at, now, every) {
             return;
         }
-        self.start_proposed_at = Some(now);
         let record = StartRecord {
             id: me,
             start: self.own_start.clone(),
         };
-        let (done, _) = oneshot::channel();
-        self.proposals.push((record.encode().into(), done));
+        self.propose_unwatched(record.encode().into());
     }
 
     /// On the leader: promotes a learner added by `POST /{id}` once it has started (its start
@@ -562,27 +557,20 @@ impl RaftNode {
     /// Raises this node's NOSPACE alarm through the log when its disk is below the reserve,
     /// and clears it once space is back; once per election timeout until applied.
     fn update_alarm(&mut self, now: Instant) {
-        self.leave_leadership_when_full(now);
         let me = self.config.id;
         let low = self.disk.low().is_some();
         let raised = self.membership.alarms().any(|id| id == me);
         if low == raised || self.raw.raft.leader_id == 0 || self.stopping.is_some() {
             return;
         }
-        let retry = self.config.tick_interval * self.config.election_ticks as u32;
-        if self
-            .alarm_proposed_at
-            .is_some_and(|at| now.duration_since(at) < retry)
-        {
+        let every = self.election_timeout();
+        if !due(&mut self.alarm_proposed_at, now, every) {
             return;
         }
-        self.alarm_proposed_at = Some(now);
         let what = if low { "raising" } else { "clearing" };
         info!(self.logger, "NOSPACE alarm: {what} it"; "free" => self.disk.low(),
             "reserve" => self.disk.reserve());
-        let (done, _) = oneshot::channel();
-        self.proposals
-            .push((crate::framing::encode_alarm(me, low).into(), done));
+        self.propose_unwatched(crate::framing::encode_alarm(me, low).into());
     }
 
     /// A leader below its disk floor takes no proposals (peers' and its own are refused), so
@@ -591,14 +579,10 @@ impl RaftNode {
         if self.disk.below_floor().is_none() || self.raw.raft.state != StateRole::Leader {
             return;
         }
-        let retry = self.config.tick_interval * self.config.election_ticks as u32;
-        if self
-            .floor_transfer_at
-            .is_some_and(|at| now.duration_since(at) < retry)
-        {
+        let every = self.election_timeout();
+        if !due(&mut self.floor_transfer_at, now, every) {
             return;
         }
-        self.floor_transfer_at = Some(now);
         if let Some(to) = self.best_transferee() {
             warn!(self.logger, "this leader's disk is below its floor: moving leadership"; "to" => to);
             self.raw.transfer_leader(to);
@@ -619,7 +603,7 @@ impl RaftNode {
             ..member.clone()
         });
         self.transport.set_peer(id, &url);
-        self.gate.set_records(&self.membership);
+        self.publish_records();
         self.publish_membership("update", id, url, member.learner, e.index);
         let applied = Applied {
             index: e.index,
@@ -633,7 +617,7 @@ impl RaftNode {
         if self.membership.set_alarm(id, raised) {
             let state = if raised { "raised" } else { "cleared" };
             warn!(self.logger, "NOSPACE alarm {state}"; "member" => id, "index" => index);
-            self.disk.set_alarms(self.membership.alarms().collect());
+            self.publish_records();
         }
     }
 
@@ -643,7 +627,7 @@ impl RaftNode {
         info!(self.logger, "member started"; "node" => id, "incarnation" => start.incarnation,
             "client_url" => &start.client_url, "index" => index);
         if self.membership.record_start(id, start) {
-            self.gate.set_records(&self.membership);
+            self.publish_records();
         }
     }
 
@@ -674,10 +658,28 @@ impl RaftNode {
         if self.stranded.is_empty() || self.raw.raft.leader_id == 0 {
             return;
         }
-        for data in self.stranded.drain(..) {
-            let (done, _) = oneshot::channel();
-            self.proposals.push((data, done));
+        for data in std::mem::take(&mut self.stranded) {
+            self.propose_unwatched(data);
         }
+    }
+
+    /// Queues entry data for this turn's proposal batch with nobody waiting for its outcome
+    /// (the caller proposes again until it sees the entry applied).
+    fn propose_unwatched(&mut self, data: bytes::Bytes) {
+        let (done, _) = oneshot::channel();
+        self.proposals.push((data, done));
+    }
+
+    /// The base election timeout.
+    fn election_timeout(&self) -> Duration {
+        self.config.tick_interval * self.config.election_ticks as u32
+    }
+
+    /// Publishes what the peer server and the disk watcher read of the membership: members,
+    /// start records, removed IDs, NOSPACE alarms.
+    fn publish_records(&self) {
+        self.gate.set_records(&self.membership);
+        self.disk.set_alarms(self.membership.alarms().collect());
     }
 
     /// This node is no longer a member: tell `/events` subscribers (once), then leave the loop.
@@ -889,7 +891,7 @@ impl RaftNode {
         };
         info!(self.logger, "moving leadership before removing the leader"; "leader" => id, "to" => target);
         self.raw.transfer_leader(target);
-        let patience = self.config.tick_interval * self.config.election_ticks as u32 * 2;
+        let patience = self.election_timeout() * 2;
         let now = Instant::now();
         self.deferred_removals.push(DeferredRemoval {
             id,
@@ -903,7 +905,7 @@ impl RaftNode {
 
     fn propose_deferred_removals(&mut self, now: Instant) {
         let leader = self.raw.raft.leader_id;
-        let retry = self.config.tick_interval * self.config.election_ticks as u32;
+        let retry = self.election_timeout();
         let conf_state = &self.conf_state;
         self.deferred_removals.retain(|r| {
             let member = conf_state.voters.contains(&r.id) || conf_state.learners.contains(&r.id);
@@ -950,12 +952,11 @@ impl RaftNode {
         if let Some(why) = self.contradiction(&m) {
             self.gate
                 .count_refused(crate::peer_server::Refused::Contradicts);
-            let now = Instant::now();
-            if self
-                .contradiction_logged_at
-                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-            {
-                self.contradiction_logged_at = Some(now);
+            if due(
+                &mut self.contradiction_logged_at,
+                Instant::now(),
+                Duration::from_secs(1),
+            ) {
                 warn!(self.logger, "peer message dropped: it contradicts this node's state";
                     "from" => m.from, "type" => format!("{:?}", m.get_msg_type()), "why" => why);
             }
@@ -1116,8 +1117,7 @@ impl RaftNode {
         match decode_image(&snapshot.data) {
             Ok((membership, _)) => {
                 self.membership = membership;
-                self.gate.set_records(&self.membership);
-                self.disk.set_alarms(self.membership.alarms().collect());
+                self.publish_records();
             }
             Err(e) => {
                 crate::logging::fatal(&self.logger, "a validated snapshot has no membership", &e)
@@ -1165,35 +1165,37 @@ impl RaftNode {
                     warn!(self.logger, "ignoring a ConfChangeV2 entry"; "index" => e.index)
                 }
                 EntryType::EntryNormal => {
-                    let engine_owned = [
-                        crate::framing::ENTRY_FORMAT_START,
-                        crate::framing::ENTRY_FORMAT_ALARM,
-                        crate::framing::ENTRY_FORMAT_URL,
-                    ];
-                    if e.data.first().is_some_and(|f| engine_owned.contains(f)) {
-                        match decode_entry(&e.data) {
-                            Ok(EntryData::Start(record)) => {
-                                self.apply_start_record(record, e.index)
-                            }
-                            Ok(EntryData::Alarm { id, raised }) => {
-                                self.apply_alarm(id, raised, e.index)
-                            }
-                            Ok(EntryData::UrlUpdate {
-                                request_id,
-                                id,
-                                url,
-                            }) => self.apply_url_update(request_id, id, url, e),
-                            other => {
-                                warn!(self.logger, "skipping a malformed engine record";
-                                    "index" => e.index, "error" => format!("{other:?}"))
-                            }
-                        }
+                    use crate::framing::{
+                        ENTRY_FORMAT_ALARM, ENTRY_FORMAT_START, ENTRY_FORMAT_URL,
+                    };
+                    if matches!(
+                        e.data.first(),
+                        Some(&(ENTRY_FORMAT_START | ENTRY_FORMAT_ALARM | ENTRY_FORMAT_URL))
+                    ) {
+                        self.apply_engine_record(e);
                     }
                 }
             }
         }
         self.sent_index = last_index;
         self.send_commits(Apply::Entries(entries));
+    }
+
+    /// A committed start record, alarm record or peer URL update (the engine's own entries).
+    fn apply_engine_record(&mut self, e: &Entry) {
+        match decode_entry(&e.data) {
+            Ok(EntryData::Start(record)) => self.apply_start_record(record, e.index),
+            Ok(EntryData::Alarm { id, raised }) => self.apply_alarm(id, raised, e.index),
+            Ok(EntryData::UrlUpdate {
+                request_id,
+                id,
+                url,
+            }) => self.apply_url_update(request_id, id, url, e),
+            other => {
+                warn!(self.logger, "skipping a malformed engine record";
+                    "index" => e.index, "error" => format!("{other:?}"))
+            }
+        }
     }
 
     fn apply_conf_change(&mut self, e: &Entry) {
@@ -1255,7 +1257,7 @@ impl RaftNode {
                 });
                 let change = if promoted { "promote" } else { "add" };
                 self.publish_membership(change, id, url.clone(), learner, index);
-                self.gate.set_records(&self.membership);
+                self.publish_records();
                 if !url.is_empty() {
                     self.transport.set_peer(id, &url);
                 }
@@ -1265,7 +1267,7 @@ impl RaftNode {
                 self.membership.remove(id);
                 self.publish_membership("remove", id, String::new(), false, index);
                 self.transport.remove_peer(id);
-                self.gate.set_records(&self.membership);
+                self.publish_records();
                 if id == self.config.id {
                     info!(
                         self.logger,
@@ -1528,7 +1530,7 @@ impl RaftNode {
         if self.stopping.is_some() {
             return;
         }
-        let timeout = self.config.tick_interval * self.config.election_ticks as u32;
+        let timeout = self.election_timeout();
         self.stopping = Some(Instant::now() + timeout);
         if self.raw.raft.state != StateRole::Leader {
             self.stopping = Some(Instant::now());
@@ -1650,4 +1652,14 @@ pub fn initial_state(id: u64, membership: &Membership, applied_index: u64, term:
         applied_index,
         epoch: Default::default(),
     }
+}
+
+/// Whether something rate-limited to once per `every` is due at `now`; if so, records `now` as
+/// its last time.
+fn due(last: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
+    if last.is_some_and(|at| now.duration_since(at) < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
