@@ -106,6 +106,10 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         ["members"] if method == Method::GET => api.members(deadline).await,
         ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
         ["events"] if method == Method::GET => crate::events::answer(&api.node),
+        ["status", "digest-check"] => match method {
+            Method::POST => api.digest_check(deadline).await,
+            _ => not_allowed("POST"),
+        },
         ["status" | "health" | "members" | "metrics" | "events"] => not_allowed("GET"),
         ["members", id] => match method {
             Method::POST => {
@@ -355,6 +359,19 @@ impl Api {
                 "this node is not the leader: send POST /leader to the leader (see GET /status)",
             ),
             Err(e) => self.outcomes.change_failed(e, "the leader transfer"),
+        }
+    }
+
+    /// `POST /status/digest-check`: every member reports its state digest at one index; the
+    /// verdict is in `GET /status` (`diverged`, `digest_check_index`) once applied.
+    async fn digest_check(&self, deadline: Instant) -> Answer {
+        match self.node.check_digests(deadline).await {
+            Ok(()) => text(
+                StatusCode::ACCEPTED,
+                "a divergence check was proposed: see diverged and digest_check_index in GET \
+                 /status",
+            ),
+            Err(e) => self.outcomes.not_applied(e, "the divergence check"),
         }
     }
 

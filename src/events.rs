@@ -65,6 +65,10 @@ fn frame(id: u64, e: &Event) -> bytes::Bytes {
             "snapshot",
             json!({ "index": index, "term": term, "from": from }),
         ),
+        EventKind::Diverged { member, index, why } => (
+            "diverged",
+            json!({ "member": member, "index": index, "why": why }),
+        ),
         EventKind::Removed { reason } => (
             "removed",
             json!({ "node": id, "term": term, "reason": reason }),

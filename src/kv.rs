@@ -200,16 +200,16 @@ impl KvStore {
     ///
     /// # Errors
     /// [`ImageError`] when the image is malformed; the map is then unchanged.
-    pub fn restore(&self, image: &[u8], index: u64) -> Result<(), ImageError> {
-        let count = pair_count(image)?;
-        // Sized once: a million keys would otherwise rehash the whole set ~20 times.
-        let capacity = count.min(image.len() as u64 / 8) as usize;
+    pub fn restore(&self, image: &mut dyn Read, index: u64) -> Result<(), ImageError> {
         let mut fresh = KvState {
-            map: HashSet::with_capacity(capacity),
             applied_index: index,
             ..KvState::default()
         };
-        walk_image(image, |k, v| fresh.put(&image[k], &image[v]))?;
+        read_pairs(image, |k, v| {
+            fresh.put(k, v);
+            Ok(())
+        })
+        .map_err(|e| image_error(&e.to_string()))?;
         self.write_batch(|state| *state = fresh);
         Ok(())
     }
@@ -270,16 +270,20 @@ impl StateMachine for KvMachine {
         })
     }
 
-    fn restore(&mut self, image: &[u8], index: u64) -> Result<(), ImageError> {
+    fn restore(&mut self, image: &mut dyn Read, index: u64) -> Result<(), ImageError> {
         self.store.restore(image, index)
     }
 
-    fn validate(image: &[u8]) -> Result<(), ImageError> {
-        walk_image(image, |_, _| {})
+    fn validate(image: &mut dyn Read) -> Result<(), ImageError> {
+        read_pairs(image, |_, _| Ok(())).map_err(|e| image_error(&e.to_string()))
     }
 
     fn image(&self) -> Vec<u8> {
         self.store.image()
+    }
+
+    fn digest(&self) -> Option<u64> {
+        Some(self.store.digest().1)
     }
 
     fn plan_merge(
@@ -497,52 +501,6 @@ fn read_u32(r: &mut dyn Read) -> std::io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
-type Range = std::ops::Range<usize>;
-
-/// The pair count at the head of an image (0 for the empty image).
-fn pair_count(image: &[u8]) -> Result<u64, ImageError> {
-    if image.is_empty() {
-        return Ok(0);
-    }
-    let count = image
-        .get(..8)
-        .ok_or_else(|| image_error("image shorter than its pair count"))?;
-    Ok(u64::from_le_bytes(count.try_into().expect("8 bytes")))
-}
-
-fn walk_image(image: &[u8], mut pair: impl FnMut(Range, Range)) -> Result<(), ImageError> {
-    let count = pair_count(image)?;
-    if image.is_empty() {
-        return Ok(());
-    }
-    // Each pair takes at least 8 bytes: a count beyond that is corrupt.
-    if count > (image.len() as u64) / 8 {
-        return Err(image_error("pair count larger than the image"));
-    }
-    let mut pos = 8usize;
-    let mut take = |n: usize| -> Result<usize, ImageError> {
-        let start = pos;
-        pos = pos
-            .checked_add(n)
-            .filter(|end| *end <= image.len())
-            .ok_or_else(|| image_error("pair runs past the end of the image"))?;
-        Ok(start)
-    };
-    for _ in 0..count {
-        let at = take(4)?;
-        let klen = u32::from_le_bytes(image[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let kstart = take(klen)?;
-        let at = take(4)?;
-        let vlen = u32::from_le_bytes(image[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let vstart = take(vlen)?;
-        pair(kstart..kstart + klen, vstart..vstart + vlen);
-    }
-    if take(0)? != image.len() {
-        return Err(image_error("trailing bytes after the last pair"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,10 +523,10 @@ mod tests {
     fn image_round_trip_and_damage() {
         let kv = sample();
         let image = kv.image();
-        KvMachine::validate(&image).unwrap();
+        KvMachine::validate(&mut &image[..]).unwrap();
 
         let other = KvStore::default();
-        other.restore(&image, 5).unwrap();
+        other.restore(&mut &image[..], 5).unwrap();
         assert_eq!(other.get(b"a").unwrap(), Bytes::from_static(b"1"));
         assert_eq!(other.get(b"bb").unwrap(), Bytes::new());
         assert_eq!(other.get(b"gone"), None);
@@ -581,15 +539,15 @@ mod tests {
         assert_ne!(kv.digest().1, 0);
 
         for cut in 1..image.len() {
-            assert!(KvMachine::validate(&image[..cut]).is_err());
-            assert!(other.restore(&image[..cut], 6).is_err());
+            assert!(KvMachine::validate(&mut &image[..cut]).is_err());
+            assert!(other.restore(&mut &image[..cut], 6).is_err());
         }
         let mut longer = image.clone();
         longer.push(0);
-        assert!(KvMachine::validate(&longer).is_err());
+        assert!(KvMachine::validate(&mut &longer[..]).is_err());
         assert_eq!(other.len(), 2, "failed restores leave the map alone");
-        KvMachine::validate(&[]).unwrap();
-        other.restore(&[], 7).unwrap();
+        KvMachine::validate(&mut &[][..]).unwrap();
+        other.restore(&mut &[][..], 7).unwrap();
         assert_eq!(other.len(), 0);
     }
 
@@ -632,7 +590,7 @@ mod tests {
             m.put(b"new", b"n");
         });
         let restored = KvStore::default();
-        restored.restore(&out, 9).unwrap();
+        restored.restore(&mut &out[..], 9).unwrap();
         assert_eq!(restored.digest().1, kv.digest().1);
         assert_eq!(restored.len(), 2);
         assert_eq!(restored.get(b"new").unwrap(), Bytes::from_static(b"n"));
@@ -642,7 +600,7 @@ mod tests {
         from_empty.write_to(&mut &[][..], &mut out).unwrap();
         assert_eq!(out.len() as u64, from_empty.len());
         let one = KvStore::default();
-        one.restore(&out, 1).unwrap();
+        one.restore(&mut &out[..], 1).unwrap();
         assert_eq!(one.get(b"new").unwrap(), Bytes::from_static(b"n"));
     }
 }
@@ -704,7 +662,7 @@ mod quota {
         plan.write_to(&mut &[][..], &mut image).unwrap();
         assert_eq!(image.len() as u64, plan.len());
         let merged = KvStore::default();
-        merged.restore(&image, 8).unwrap();
+        merged.restore(&mut &image[..], 8).unwrap();
         assert_eq!(merged.digest().1, store.digest().1);
         assert_eq!(merged.bytes(), 9);
 
@@ -720,7 +678,7 @@ mod quota {
         plan.write_to(&mut &prev[..], &mut image).unwrap();
         assert_eq!(image.len() as u64, plan.len());
         let merged = KvStore::default();
-        merged.restore(&image, 8).unwrap();
+        merged.restore(&mut &image[..], 8).unwrap();
         assert_eq!(merged.digest().1, store.digest().1);
     }
 }

@@ -65,6 +65,21 @@ impl Metrics {
         gauge("learners", "Learners.", report.learners.len() as u64);
         gauge("keys", "Keys in the state machine.", keys as u64);
         gauge(
+            "diverged_members",
+            "Members whose state digest differed from the majority's at a divergence check.",
+            report.diverged.len() as u64,
+        );
+        gauge(
+            "self_diverged",
+            "1 if this member's own state diverged from the majority's.",
+            u64::from(report.diverged.iter().any(|d| d.id == id)),
+        );
+        gauge(
+            "digest_check_index",
+            "Index of the newest divergence check a majority agreed on.",
+            report.digest_check_index,
+        );
+        gauge(
             "waiting_requests",
             "Clients waiting for their entry to apply.",
             waiting as u64,

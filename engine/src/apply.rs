@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use raft::eraftpb::{Entry, EntryType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{Entry, EntryType, SnapshotMetadata};
 use slog::{error, info, Logger};
 use tokio::sync::watch;
 
-use crate::framing::{decode_entry, decode_image, EntryData, FormatError};
+use crate::framing::{decode_entry, read_envelope, EntryData, FormatError};
 use crate::membership::Membership;
 use crate::protocol::Report;
 use crate::state_machine::{Command, StateMachine};
@@ -27,8 +27,9 @@ pub const COMMIT_CHANNEL_BOUND: usize = 1024;
 pub enum Apply {
     /// Committed entries, in log order, following the previous ones without a gap.
     Entries(Vec<Entry>),
-    /// Replace the state with this snapshot (already durable and validated).
-    Restore(Snapshot),
+    /// Replace the state with the snapshot saved at this (index, term), already durable and
+    /// validated: its image is streamed from the snap file.
+    Restore(SnapshotMetadata),
     /// Take the image at `meta.index` (every earlier entry was applied) for a snapshot.
     Snapshot {
         /// The snapshot's metadata.
@@ -54,6 +55,8 @@ pub struct ApplyWorker<S: StateMachine> {
     pub applied: Applied,
     /// Test-only: panic at the first committed entries.
     pub test_panic: bool,
+    /// The snap dir, to stream received snapshots from.
+    pub files: snap::Snapshotter,
 }
 
 impl<S: StateMachine> ApplyWorker<S> {
@@ -62,7 +65,7 @@ impl<S: StateMachine> ApplyWorker<S> {
         for msg in commits {
             match msg {
                 Apply::Entries(entries) => self.apply_entries(entries),
-                Apply::Restore(snapshot) => self.restore(snapshot),
+                Apply::Restore(meta) => self.restore(&meta),
                 Apply::Snapshot { meta, membership } => {
                     let image = self.machine.image();
                     let report = Report::SnapshotImage {
@@ -111,8 +114,21 @@ impl<S: StateMachine> ApplyWorker<S> {
                 EntryData::Noop
                 | EntryData::Start(_)
                 | EntryData::Alarm { .. }
-                | EntryData::UrlUpdate { .. },
+                | EntryData::UrlUpdate { .. }
+                | EntryData::Digest { .. }
+                | EntryData::Diverged { .. },
             ) => return None,
+            // The state here is the state after every earlier entry, on every replica.
+            Ok(EntryData::DigestCheck) => {
+                if let Some(digest) = self.machine.digest() {
+                    let report = Report::Digest {
+                        index: e.index,
+                        digest,
+                    };
+                    let _ = self.reports.send(report);
+                }
+                return None;
+            }
             Ok(EntryData::Command {
                 request_id,
                 command,
@@ -145,14 +161,17 @@ impl<S: StateMachine> ApplyWorker<S> {
         Some((request_id, outcome))
     }
 
-    fn restore(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.get_metadata();
-        let restored = decode_image(&snapshot.data)
+    fn restore(&mut self, meta: &SnapshotMetadata) {
+        let restored = self
+            .files
+            .read_data(meta.index, meta.term)
             .map_err(|e| e.to_string())
-            .and_then(|(_, image)| {
+            .and_then(|mut data| {
+                read_envelope(&mut data).map_err(|e| e.to_string())?;
                 self.machine
-                    .restore(image, meta.index)
-                    .map_err(|e| e.to_string())
+                    .restore(&mut data, meta.index)
+                    .map_err(|e| e.to_string())?;
+                data.finish().map_err(|e| e.to_string())
             });
         match restored {
             Ok(()) => {

@@ -65,6 +65,11 @@ pub struct NodeArgs {
     /// that grow the data are refused with 507 (reads and deletes keep working).
     #[arg(long, default_value_t = 128 * 1024 * 1024)]
     pub free_disk_reserve_bytes: u64,
+    /// How often the leader starts a divergence check (every member reports its state digest
+    /// at one index; a member that differs from the majority raises an alarm); 0: only on
+    /// demand.
+    #[arg(long, default_value_t = 60_000)]
+    pub digest_check_interval_ms: u64,
     /// Events buffered per event subscriber before it is told it lagged.
     #[arg(long, default_value_t = crate::events::EVENTS_BOUND)]
     pub events_bound: usize,
@@ -134,6 +139,8 @@ pub struct Config {
     pub events_bound: usize,
     /// Free-disk reserve (see `disk.rs`).
     pub free_disk_reserve_bytes: u64,
+    /// Between the leader's divergence checks (zero: only on demand).
+    pub digest_check_interval: Duration,
     /// slog level.
     pub log_level: slog::Level,
     /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
@@ -244,6 +251,7 @@ impl Config {
             wal_segment_size_bytes: args.wal_segment_size_bytes,
             events_bound: args.events_bound,
             free_disk_reserve_bytes: args.free_disk_reserve_bytes,
+            digest_check_interval: Duration::from_millis(args.digest_check_interval_ms),
             log_level,
             unsafe_local_reads: args.unsafe_local_reads,
             test_panic: args.test_panic,

@@ -81,6 +81,11 @@ impl DiskSpace {
         (free < self.reserve).then_some(free)
     }
 
+    /// The smallest free space among the dirs, as last measured.
+    pub fn free(&self) -> u64 {
+        self.free.load(Ordering::Relaxed)
+    }
+
     /// The reserve, in bytes.
     pub fn reserve(&self) -> u64 {
         self.reserve

@@ -145,6 +145,15 @@ pub enum EventKind {
         /// local or leader.
         from: &'static str,
     },
+    /// A member's state was found diverged (see `divergence.rs`).
+    Diverged {
+        /// The member.
+        member: u64,
+        /// Where (a check's index, or a log index).
+        index: u64,
+        /// How it was found.
+        why: String,
+    },
     /// This node was removed from the cluster and stops.
     Removed {
         /// How it learnt it.

@@ -14,6 +14,10 @@
 //!                                  [nonce u64][client URL, UTF-8 ...]
 //! NOSPACE alarm (engine-owned):    [0x21][request_id u64 LE][node id u64][raised u8]
 //! peer URL update (engine-owned):  [0x22][request_id u64 LE][node id u64][peer URL ...]
+//! digest check (engine-owned):     [0x23][0 u64]: every replica takes its state digest here
+//! digest record (engine-owned):    [0x24][0 u64][node id u64][check index u64][digest u64]
+//! divergence report (engine-owned): [0x25][0 u64][node id u64][commit index u64]: that
+//!                                  member's committed log contradicts its leader's
 //! snapshot image, envelope v2:     ["RXENVLP" 0x02][membership v2][application image ...]
 //! snapshot image, envelope v1:     ["RXENVLP" 0x01][membership v1][application image ...]
 //! snapshot image, release 0.1:     ["RXKVIMG1"][membership v1][application image ...]
@@ -56,6 +60,12 @@ pub const ENTRY_FORMAT_START: u8 = 0x20;
 pub const ENTRY_FORMAT_ALARM: u8 = 0x21;
 /// The format byte of peer URL updates.
 pub const ENTRY_FORMAT_URL: u8 = 0x22;
+/// The format byte of digest checks.
+pub const ENTRY_FORMAT_DIGEST_CHECK: u8 = 0x23;
+/// The format byte of digest records.
+pub const ENTRY_FORMAT_DIGEST: u8 = 0x24;
+/// The format byte of divergence reports.
+pub const ENTRY_FORMAT_DIVERGED: u8 = 0x25;
 /// Envelope magic of this release (the last byte is the version).
 const ENVELOPE_V2: &[u8; 8] = b"RXENVLP\x02";
 /// Envelope magic of release 0.2.
@@ -111,6 +121,52 @@ pub enum EntryData {
         /// Raised (true) or cleared.
         raised: bool,
     },
+    /// Every replica takes its state digest after the entries before this one; the engine's.
+    DigestCheck,
+    /// A member reports that its committed log contradicts its leader's; the engine's own.
+    Diverged {
+        /// The member.
+        id: u64,
+        /// The log index.
+        index: u64,
+    },
+    /// A member's state digest at a digest check; the engine's own.
+    Digest {
+        /// The member.
+        id: u64,
+        /// Index of the digest check.
+        index: u64,
+        /// Its state digest there.
+        digest: u64,
+    },
+}
+
+/// The entry data of member `id` reporting its committed log contradicts its leader's at
+/// `index`.
+pub fn encode_divergence_report(id: u64, index: u64) -> Vec<u8> {
+    let mut out = vec![ENTRY_FORMAT_DIVERGED];
+    for v in [0, id, index] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// The entry data of a digest check.
+pub fn encode_digest_check() -> Vec<u8> {
+    let mut out = vec![ENTRY_FORMAT_DIGEST_CHECK];
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out
+}
+
+/// The entry data of member `id`'s state digest at the digest check at `index`.
+pub fn encode_digest(id: u64, index: u64, digest: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + 24);
+    out.push(ENTRY_FORMAT_DIGEST);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    for v in [id, index, digest] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 /// The entry data of member `id`'s peer URL update, proposed under `request_id`.
@@ -203,6 +259,9 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
             | ENTRY_FORMAT_START
             | ENTRY_FORMAT_ALARM
             | ENTRY_FORMAT_URL
+            | ENTRY_FORMAT_DIGEST_CHECK
+            | ENTRY_FORMAT_DIGEST
+            | ENTRY_FORMAT_DIVERGED
             | LEGACY_PUT
             | LEGACY_DELETE
     ) {
@@ -228,6 +287,32 @@ pub fn decode_entry(data: &Bytes) -> Result<EntryData, FormatError> {
             request_id,
             id,
             url,
+        });
+    }
+    if format == ENTRY_FORMAT_DIGEST_CHECK {
+        return Ok(EntryData::DigestCheck);
+    }
+    if format == ENTRY_FORMAT_DIGEST {
+        let body = &data[ENTRY_HEADER_BYTES..];
+        if body.len() != 24 {
+            return Err(FormatError::Malformed("digest record"));
+        }
+        let word = |i: usize| u64::from_le_bytes(body[8 * i..8 * i + 8].try_into().expect("8"));
+        return Ok(EntryData::Digest {
+            id: word(0),
+            index: word(1),
+            digest: word(2),
+        });
+    }
+    if format == ENTRY_FORMAT_DIVERGED {
+        let body = &data[ENTRY_HEADER_BYTES..];
+        if body.len() != 16 {
+            return Err(FormatError::Malformed("divergence report"));
+        }
+        let word = |i: usize| u64::from_le_bytes(body[8 * i..8 * i + 8].try_into().expect("8"));
+        return Ok(EntryData::Diverged {
+            id: word(0),
+            index: word(1),
         });
     }
     if format == ENTRY_FORMAT_ALARM {
@@ -463,6 +548,28 @@ mod tests {
         for cut in 1..alarm.len() {
             assert!(decode_entry(&alarm.slice(..cut)).is_err());
         }
+        let digest = Bytes::from(encode_digest(3, 40, 0xfeed));
+        assert_eq!(
+            decode_entry(&digest).unwrap(),
+            EntryData::Digest {
+                id: 3,
+                index: 40,
+                digest: 0xfeed
+            }
+        );
+        for cut in 1..digest.len() {
+            assert!(decode_entry(&digest.slice(..cut)).is_err());
+        }
+        let report = Bytes::from(encode_divergence_report(2, 17));
+        assert_eq!(
+            decode_entry(&report).unwrap(),
+            EntryData::Diverged { id: 2, index: 17 }
+        );
+        for cut in 1..report.len() {
+            assert!(decode_entry(&report.slice(..cut)).is_err());
+        }
+        let check = Bytes::from(encode_digest_check());
+        assert_eq!(decode_entry(&check).unwrap(), EntryData::DigestCheck);
         let update = Bytes::from(encode_url_update(4, 2, "http://h:9"));
         assert_eq!(
             decode_entry(&update).unwrap(),

@@ -413,6 +413,20 @@ impl<O: Send + 'static> Handle<O> {
         }
     }
 
+    /// Starts a divergence check now: every member reports its state digest at one index
+    /// (see `divergence.rs`); the verdict appears in [`Status::diverged`] once applied.
+    ///
+    /// # Errors
+    /// [`NotApplied`] when no leader is known, the node stops, or the deadline passes.
+    pub async fn check_digests(&self, deadline: Instant) -> Result<(), NotApplied> {
+        match self.ask(deadline, |done| Msg::CheckDigests { done }).await {
+            Asked::Answer(Ok(())) => Ok(()),
+            Asked::Answer(Err(_)) => Err(NotApplied::NoLeader),
+            Asked::NotSent(e) => Err(e),
+            Asked::NoAnswer => Err(NotApplied::Dropped),
+        }
+    }
+
     /// Asks the node to stop: a leader hands leadership away first (at most one election
     /// timeout), then the WAL is synced and the threads end. Returns at once; `Node::wait`
     /// tells when it is done.

@@ -19,9 +19,12 @@
 //! # The contract
 //! - [`StateMachine`] (see its docs): apply committed commands in log order, deterministic, one
 //!   typed output per command for the local proposer; an undecodable command is a no-op,
-//!   answered [`Rejected`]; restore from an image; validate an image before raft sees it;
+//!   answered [`Rejected`]; restore from an image and validate an image before raft sees it,
+//!   both streamed from the snap file (no image is ever held whole in memory by the engine);
 //!   produce snapshot images without pausing apply (serialise a small state on the apply
-//!   thread, or merge the previous image with the commands since on the snapshot thread).
+//!   thread, or merge the previous image with the commands since on the snapshot thread);
+//!   optionally a cheap state digest, which the engine compares across members to find a
+//!   diverged one ([`divergence`]).
 //! - [`Handle`]: every call takes a deadline. `propose` answers with the index, term and output,
 //!   or an error that is either *known not applied* ([`NotApplied`]: retry safely) or
 //!   *outcome unknown*. A proposal, read or membership change that meets no leader waits for one
@@ -68,7 +71,8 @@
 //!   [`limits`]: every limit and why they agree.
 //! - `raft_node.rs` (the loop) and [`protocol`] (its inbox and report types); `storage.rs`
 //!   (raft storage); `recovery.rs` (bootstrap and restart); `apply.rs` (the apply thread);
-//!   `snapshot_builder.rs` (the snapshot thread); [`membership`]; `waiters.rs`.
+//!   `snapshot_builder.rs` (the snapshot thread); [`membership`]; `waiters.rs`;
+//!   [`divergence`] (digest checks and verdicts).
 //! - [`transport`] (outgoing) and [`peer_server`] (incoming): raft messages over HTTP;
 //!   [`http`]: the HTTP plumbing applications reuse for their own API; [`outcome`]: how the
 //!   engine's outcomes read over HTTP (the same codes and sentences in every application);
@@ -78,6 +82,7 @@ pub mod app;
 pub mod apply;
 pub mod config;
 pub mod disk;
+pub mod divergence;
 pub mod events;
 pub mod framing;
 pub mod handle;
@@ -103,9 +108,11 @@ pub use events::{Epoch, Event, EventKind, NodeState, Role, Subscription};
 pub use handle::{ChangeError, Conflict, Handle, NotApplied, ProposeError, Proposed, ReadError};
 pub use membership::{Member, Membership};
 pub use node::{start, Node};
-pub use protocol::{Exit, MemberChange, PeerProgress, Status};
+pub use protocol::{Diverged, Exit, MemberChange, PeerProgress, Status};
 pub use recovery::StartError;
-pub use state_machine::{Command, ImageError, MergedImage, Rejected, StateMachine};
+pub use state_machine::{
+    read_small_image, Command, ImageError, MergedImage, Rejected, StateMachine,
+};
 pub use waiters::Applied;
 
 pub use logging::{abort_on_panic, fatal, logger, raft_logger};

@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 use crate::apply::{ApplyWorker, COMMIT_CHANNEL_BOUND};
 use crate::config::{Config, TestPanic};
 use crate::events::EventHub;
-use crate::framing::decode_image;
+use crate::framing::read_envelope;
 use crate::handle::{Handle, HandleParts};
 use crate::peer_server::PeerGate;
 use crate::protocol::Exit;
@@ -85,6 +85,14 @@ pub async fn start<S: StateMachine>(
             config.snap_dir.display()
         ))
     })?;
+    // A snapshot received but not installed before a stop is of no use: raft sends it again.
+    match snapshotter.discard_all_staged() {
+        Ok(gone) if !gone.is_empty() => {
+            info!(logger, "discarded received snapshots never installed"; "files" => gone.len())
+        }
+        Ok(_) => {}
+        Err(e) => return Err(fail(format!("cannot clean the snapshot directory: {e}"))),
+    }
     let incarnation = stored_incarnation.unwrap_or(0) + 1;
     let recovered = recover_node(&config, &snapshotter, incarnation, &logger).await?;
     let peer_listener = match early {
@@ -101,7 +109,12 @@ pub async fn start<S: StateMachine>(
     };
     info!(logger, "starting"; "incarnation" => incarnation, "client_url" => &start.client_url);
     let (applied_index, applied_term) = recovered.applied;
-    restore_machine(&mut machine, recovered.snapshot.as_ref(), applied_index)?;
+    restore_machine(
+        &mut machine,
+        &snapshotter,
+        recovered.snapshot.as_ref(),
+        applied_index,
+    )?;
 
     let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_BOUND);
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
@@ -114,16 +127,14 @@ pub async fn start<S: StateMachine>(
         config.free_disk_reserve_bytes,
     );
     tokio::spawn(disk.clone().watch());
-    let gate = Arc::new(
-        PeerGate::new(
-            recovered.cluster_id,
-            config.id,
-            inbox_tx.clone(),
-            S::validate,
-            disk.clone(),
-        )
-        .with_snapshot_staging(snapshotter.clone()),
-    );
+    let gate = Arc::new(PeerGate::new(
+        recovered.cluster_id,
+        config.id,
+        inbox_tx.clone(),
+        S::validate,
+        disk.clone(),
+        snapshotter.clone(),
+    ));
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
@@ -150,13 +161,14 @@ pub async fn start<S: StateMachine>(
         },
         config.peer_source_addr,
         (config.tick_interval * config.election_ticks as u32).max(Duration::from_secs(1)),
+        snapshotter.clone(),
         report_tx.clone(),
         logger.new(slog::o!("part" => "transport")),
     );
     let node = RaftNode::new(Parts {
         raw,
         wal: recovered.wal,
-        snapshotter,
+        snapshotter: snapshotter.clone(),
         transport,
         commits: commit_tx,
         membership: recovered.membership,
@@ -181,6 +193,7 @@ pub async fn start<S: StateMachine>(
             term: applied_term,
         },
         test_panic: config.test_panic == Some(TestPanic::Apply),
+        files: snapshotter.clone(),
     };
     let apply_thread = spawn_thread("apply", move || worker.run(commit_rx))?;
     let (exit_tx, exit_rx) = oneshot::channel();
@@ -435,19 +448,29 @@ fn stored_peer_addr(
     }
 }
 
-/// Loads the application's image from the recovered snapshot (the state at `index`).
+/// Streams the application's image from the recovered snapshot's file (the state at
+/// `index`).
 fn restore_machine<S: StateMachine>(
     machine: &mut S,
+    files: &snap::Snapshotter,
     snapshot: Option<&raft::eraftpb::Snapshot>,
     index: u64,
 ) -> Result<(), StartError> {
     let Some(snapshot) = snapshot else {
         return Ok(());
     };
-    let unusable =
-        |e: &dyn std::fmt::Display| fail(format!("the snapshot at index {index} is unusable: {e}"));
-    let (_, image) = decode_image(&snapshot.data).map_err(|e| unusable(&e))?;
-    machine.restore(image, index).map_err(|e| unusable(&e))
+    let meta = snapshot.get_metadata();
+    let restored = files
+        .read_data(meta.index, meta.term)
+        .map_err(|e| e.to_string())
+        .and_then(|mut data| {
+            read_envelope(&mut data).map_err(|e| e.to_string())?;
+            machine
+                .restore(&mut data, index)
+                .map_err(|e| e.to_string())?;
+            data.finish().map_err(|e| e.to_string())
+        });
+    restored.map_err(|e| fail(format!("the snapshot at index {index} is unusable: {e}")))
 }
 
 fn spawn_thread(

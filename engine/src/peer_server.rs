@@ -3,9 +3,14 @@
 //! Routes (on this node's `--cluster` URL):
 //! - `POST /raft`: a batch (see `transport.rs` for the wire format), at most
 //!   [`MAX_BATCH_BODY_BYTES`];
-//! - `POST /raft/snapshot`: one `MsgSnapshot` as `[len u32 LE][message without its data][data]`,
-//!   at most [`MAX_SNAPSHOT_BODY_BYTES`]; the data stays a slice of the body (no copy) and its
-//!   image is checked end to end before raft sees it;
+//! - `POST /raft/snapshot`: one `MsgSnapshot` as `[len u32 LE][message without its data][data]`
+//!   with a `Content-Length`. At most one is received at a time, only from the member this
+//!   node follows, in its current term; its data (at most [`MAX_SNAPSHOT_BYTES`], and never
+//!   more than the disk holds above its floor) is streamed into a staged file in the snap dir,
+//!   checked end to end there (CRC, envelope, the application's `validate`, all streamed),
+//!   and only then handed to the raft thread, as the message with an empty data field and the
+//!   staged file beside it ([`StagedSnapshot`]). Memory stays at a few chunks whatever the
+//!   size;
 //! - `GET /raft/cluster?id=N`: `{"fresh": false, "cluster_id": "<hex>", "id": M,
 //!   "match_index": I, "started": {"incarnation": C, "nonce": X} | null, "removed": bool,
 //!   "members": [{"id": ID, "url": URL}, ...]}`,
@@ -17,35 +22,44 @@
 //! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 409 this node
 //! recorded a later start of the sender than the one it names in `X-Raft-Incarnation` (its
 //! data dir was wiped or rolled back); 410 the sender was removed; 412 another
-//! cluster; 413 too large; 507 an append or snapshot while this node's disk is below its floor; 503 the inbox is full (the sender backs off). Nothing is stepped
-//! unless the whole batch is valid. Every refusal is counted by [`Refused`] reason.
+//! cluster; 411 a snapshot without a length; 413 too large; 507 an append or snapshot while
+//! this node's disk is below its floor, or a snapshot larger than the disk holds; 503 the
+//! inbox is full, another snapshot is being received, or a snapshot not from the leader this
+//! node follows (the sender backs off and retries). Nothing is stepped unless the whole batch
+//! is valid. Every refusal is counted by [`Refused`] reason.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
-use crate::framing::decode_image;
+use crate::framing::read_envelope;
 use crate::http::{json, read_body, text, Answer};
 use crate::limits::{MAX_BATCH_BODY_BYTES, MAX_TERM};
 use crate::membership::Membership;
-use crate::protocol::Msg;
+use crate::protocol::{Msg, ReceiveSlot, StagedSnapshot};
 use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_INCARNATION, HEADER_TO};
 
-/// Largest snapshot request body.
-pub const MAX_SNAPSHOT_BODY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Largest snapshot data a node receives (its disk's free space above the floor bounds it
+/// further).
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
+/// Largest message head of a snapshot request (the `MsgSnapshot` without its data).
+const MAX_SNAPSHOT_HEAD_BYTES: usize = 16 << 20;
 /// Bodies up to this size are decoded on the async worker itself.
 const INLINE_DECODE_BYTES: usize = 1024 * 1024;
 /// Time a batch body has to arrive.
 const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a snapshot body has to arrive (the sender gives up after 300 s too).
-const SNAPSHOT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for the next chunk of a snapshot body.
+const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks of a snapshot body buffered between the connection and the file writer.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Why a peer request was refused; each reason has its own counter in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +93,17 @@ pub enum Refused {
     /// A message the raft thread dropped because it contradicts this node's own state (an
     /// acknowledgement beyond our log, a snapshot older than our commit index).
     Contradicts,
+    /// A snapshot from a member this node does not follow, or of another term (503).
+    NotLeader,
+    /// A snapshot while another one is being received (503).
+    Busy,
+    /// A snapshot without a length, or larger than the limit or the disk (411, 413, 507).
+    SnapshotSize,
 }
 
 impl Refused {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refused; 13] = [
+    pub const ALL: [Refused; 16] = [
         Refused::Headers,
         Refused::OtherCluster,
         Refused::WrongReceiver,
@@ -97,6 +117,9 @@ impl Refused {
         Refused::DiskFull,
         Refused::Invariant,
         Refused::Contradicts,
+        Refused::NotLeader,
+        Refused::Busy,
+        Refused::SnapshotSize,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -115,6 +138,9 @@ impl Refused {
             Refused::DiskFull => "disk_full",
             Refused::Invariant => "invariant",
             Refused::Contradicts => "contradicts_state",
+            Refused::NotLeader => "not_leader",
+            Refused::Busy => "busy",
+            Refused::SnapshotSize => "snapshot_size",
         }
     }
 
@@ -124,6 +150,8 @@ impl Refused {
             Refused::Removed => StatusCode::GONE,
             Refused::Superseded => StatusCode::CONFLICT,
             Refused::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            Refused::NotLeader | Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Refused::SnapshotSize => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -150,21 +178,26 @@ pub struct PeerGate {
     validate: ValidateImage,
     disk: Arc<crate::disk::DiskSpace>,
     /// Where received snapshots are staged before raft sees them.
-    snapshots: Option<snap::Snapshotter>,
+    snapshots: snap::Snapshotter,
+    /// The leader this node follows and its term, as the raft thread last published them.
+    leader: RwLock<(u64, u64)>,
+    /// Set while a snapshot is being received or waits for the raft thread.
+    receiving: Arc<AtomicBool>,
 }
 
 /// The application's image check (`StateMachine::validate`).
-pub type ValidateImage = fn(&[u8]) -> Result<(), crate::state_machine::ImageError>;
+pub type ValidateImage = fn(&mut dyn std::io::Read) -> Result<(), crate::state_machine::ImageError>;
 
 impl PeerGate {
-    /// A gate for node `self_id` of cluster `cluster_id`; received snapshot images are
-    /// checked with `validate` (after the engine's envelope).
+    /// A gate for node `self_id` of cluster `cluster_id`; received snapshots are staged in
+    /// `snapshots` and their images checked with `validate` (after the engine's envelope).
     pub fn new(
         cluster_id: u64,
         self_id: u64,
         inbox: crossbeam_channel::Sender<Msg>,
         validate: ValidateImage,
         disk: Arc<crate::disk::DiskSpace>,
+        snapshots: snap::Snapshotter,
     ) -> PeerGate {
         PeerGate {
             cluster_id,
@@ -179,14 +212,20 @@ impl PeerGate {
             inbox,
             validate,
             disk,
-            snapshots: None,
+            snapshots,
+            leader: RwLock::new((0, 0)),
+            receiving: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Stages every received snapshot in `snapshots` before it is stepped.
-    pub fn with_snapshot_staging(mut self, snapshots: snap::Snapshotter) -> PeerGate {
-        self.snapshots = Some(snapshots);
-        self
+    /// Publishes the leader this node follows (0 for none) and the current term (raft
+    /// thread, before it sends anything in that term).
+    pub fn set_leader(&self, leader: u64, term: u64) {
+        *self.leader.write().unwrap_or_else(|e| e.into_inner()) = (leader, term);
+    }
+
+    fn leader(&self) -> (u64, u64) {
+        *self.leader.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cluster ID.
@@ -281,13 +320,9 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
             )
             .await
         }
-        (&Method::POST, "/raft/snapshot") => {
-            if let Some(answer) = refuse_when_disk_full(&gate, "a snapshot") {
-                return answer;
-            }
-            let (limit, timeout) = (MAX_SNAPSHOT_BODY_BYTES, SNAPSHOT_BODY_TIMEOUT);
-            receive(gate, req, limit, timeout, decode_snapshot).await
-        }
+        (&Method::POST, "/raft/snapshot") => match receive_snapshot(&gate, req).await {
+            Ok(answer) | Err(answer) => answer,
+        },
         (&Method::GET, "/raft/cluster") => {
             let asker = req
                 .uri()
@@ -329,7 +364,7 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
 }
 
 /// How a body becomes validated messages.
-type Decoder = fn(&Bytes, Peers, ValidateImage) -> Result<Vec<Message>, Refusal>;
+type Decoder = fn(&Bytes, Peers) -> Result<Vec<Message>, Refusal>;
 
 /// The sender and the receiver a request names.
 #[derive(Debug, Clone, Copy)]
@@ -362,13 +397,12 @@ async fn receive(
         from,
         to: gate.self_id,
     };
-    let check = gate.validate;
-    // Batches decode inline (a thread hop per batch costs more than the decoding); a
-    // snapshot's image takes long to validate, so it moves off the async workers.
+    // Batches decode inline (a thread hop per batch costs more than the decoding); a large
+    // one moves off the async workers.
     let decoded = if body.len() <= INLINE_DECODE_BYTES {
-        Ok(decode(&body, peers, check))
+        Ok(decode(&body, peers))
     } else {
-        tokio::task::spawn_blocking(move || decode(&body, peers, check)).await
+        tokio::task::spawn_blocking(move || decode(&body, peers)).await
     };
     let msgs = match decoded {
         Ok(Ok(msgs)) => msgs,
@@ -382,7 +416,7 @@ async fn receive(
         return text(StatusCode::NO_CONTENT, "");
     }
     let grows_log = |m: &Message| match m.get_msg_type() {
-        MessageType::MsgSnapshot | MessageType::MsgPropose => true,
+        MessageType::MsgPropose => true,
         MessageType::MsgAppend => !m.entries.is_empty(),
         _ => false,
     };
@@ -390,9 +424,6 @@ async fn receive(
         if let Some(answer) = refuse_when_disk_full(&gate, "appends") {
             return answer;
         }
-    }
-    if let Some(answer) = stage_snapshots(&gate, &msgs).await {
-        return answer;
     }
     match gate.inbox.try_send(Msg::Raft(msgs)) {
         Ok(()) => text(StatusCode::NO_CONTENT, ""),
@@ -407,35 +438,245 @@ async fn receive(
     }
 }
 
-/// Saves each snapshot in `msgs` to the snap dir before raft sees it (the file, fsynced, with
-/// no WAL mark yet: recovery ignores it until the raft thread marks it). A failed save (a full
-/// disk) is answered 507 and the leader sends it again later; it never reaches the raft
-/// thread, where a failed save could only be fatal.
-async fn stage_snapshots(gate: &Arc<PeerGate>, msgs: &[Message]) -> Option<Answer> {
-    let is_snapshot = |m: &&Message| m.get_msg_type() == MessageType::MsgSnapshot;
-    if !msgs.iter().any(|m| is_snapshot(&m)) {
-        return None;
+/// `POST /raft/snapshot` (see the module docs): refusals are counted and answered at once,
+/// before the body is read wherever the headers or the message head suffice.
+async fn receive_snapshot(gate: &Arc<PeerGate>, req: Request<Incoming>) -> Result<Answer, Answer> {
+    let refuse = |reason: Refused, sentence: String| {
+        gate.count_refused(reason);
+        text(reason.status(), sentence)
+    };
+    let from = check_headers(gate, &req).map_err(|(reason, s)| refuse(reason, s))?;
+    if let Some(answer) = refuse_when_disk_full(gate, "snapshots") {
+        return Err(answer);
     }
-    let files = gate.snapshots.clone()?;
-    let snapshots: Vec<raft::eraftpb::Snapshot> = msgs
-        .iter()
-        .filter(is_snapshot)
-        .map(|m| m.get_snapshot().clone())
-        .collect();
-    let saved = tokio::task::spawn_blocking(move || {
-        snapshots.iter().try_for_each(|s| files.save(s).map(|_| ()))
-    })
-    .await;
-    let why = match saved {
-        Ok(Ok(())) => return None,
+    let total = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            gate.count_refused(Refused::SnapshotSize);
+            text(
+                StatusCode::LENGTH_REQUIRED,
+                "a snapshot needs a Content-Length",
+            )
+        })?;
+    let limit = MAX_SNAPSHOT_BYTES + MAX_SNAPSHOT_HEAD_BYTES as u64 + 4;
+    if total > limit {
+        return Err(refuse(
+            Refused::SnapshotSize,
+            format!("a snapshot of {total} bytes is over the limit of {limit} bytes"),
+        ));
+    }
+    let room = gate.disk.free().saturating_sub(gate.disk.floor());
+    if total > room {
+        gate.count_refused(Refused::DiskFull);
+        return Err(text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "a snapshot of {total} bytes does not fit: this node's disk has {room} bytes \
+                 free above its floor; free space there"
+            ),
+        ));
+    }
+    let slot = ReceiveSlot::take(&gate.receiving).ok_or_else(|| {
+        refuse(
+            Refused::Busy,
+            "another snapshot is being received: retry later".into(),
+        )
+    })?;
+    let mut body = BodyReader::new(req.into_body());
+    let bad = |what: String| refuse(Refused::Malformed, what);
+    let head_len = u32::from_le_bytes(body.read_array().await.map_err(bad)?) as usize;
+    if head_len > MAX_SNAPSHOT_HEAD_BYTES {
+        return Err(refuse(
+            Refused::SnapshotSize,
+            format!("a snapshot head of {head_len} bytes is over {MAX_SNAPSHOT_HEAD_BYTES}"),
+        ));
+    }
+    let head = body.read_exact(head_len).await.map_err(bad)?;
+    let msg = Message::parse_from_carllerche_bytes(&head)
+        .map_err(|e| bad(format!("undecodable raft message: {e}")))?;
+    if msg.get_msg_type() != MessageType::MsgSnapshot || !msg.get_snapshot().data.is_empty() {
+        return Err(bad(format!(
+            "{:?} with {} bytes of inline data sent as a snapshot head",
+            msg.get_msg_type(),
+            msg.get_snapshot().data.len()
+        )));
+    }
+    let peers = Peers {
+        from,
+        to: gate.self_id,
+    };
+    check_message(&msg, peers).map_err(|(reason, s)| refuse(reason, s))?;
+    let (leader, term) = gate.leader();
+    if (msg.from, msg.term) != (leader, term) {
+        return Err(refuse(
+            Refused::NotLeader,
+            format!(
+                "a snapshot from node {} in term {}, but this node follows node {leader} in \
+                 term {term}: retry later",
+                msg.from, msg.term
+            ),
+        ));
+    }
+    let data_len = total
+        .checked_sub(4 + head_len as u64)
+        .ok_or_else(|| bad("Content-Length shorter than the snapshot head".into()))?;
+    let meta = msg.get_snapshot().get_metadata().clone();
+    let staged = StagedSnapshot::new(gate.snapshots.clone(), meta.index, meta.term, slot);
+    stage_body(gate, &meta, data_len, body).await?;
+    check_staged(gate, &meta).await?;
+    match gate
+        .inbox
+        .try_send(Msg::StagedSnapshot(Box::new(msg), staged))
+    {
+        Ok(()) => Ok(text(StatusCode::NO_CONTENT, "")),
+        Err(crossbeam_channel::TrySendError::Full(_)) => {
+            gate.dropped.fetch_add(1, Ordering::Relaxed);
+            Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inbox full: retry later",
+            ))
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is shutting down",
+        )),
+    }
+}
+
+/// Streams the rest of `body` (`data_len` bytes) into the staged file of `meta`, a few chunks
+/// in flight between this task and a blocking writer.
+async fn stage_body(
+    gate: &PeerGate,
+    meta: &raft::eraftpb::SnapshotMetadata,
+    data_len: u64,
+    mut body: BodyReader,
+) -> Result<(), Answer> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let (files, meta_owned) = (gate.snapshots.clone(), meta.clone());
+    let writer = tokio::task::spawn_blocking(move || {
+        files.stage(&meta_owned, data_len, |w| {
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk)?;
+            }
+            Ok(())
+        })
+    });
+    let mut received = 0u64;
+    let read = loop {
+        match body.next_chunk().await {
+            Ok(Some(chunk)) => {
+                received += chunk.len() as u64;
+                if received > data_len || tx.send(chunk).await.is_err() {
+                    break Err(format!("more than the {data_len} data bytes announced"));
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    drop(tx);
+    let written = writer.await;
+    if let Err(why) = read {
+        gate.count_refused(Refused::Malformed);
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("snapshot body cut short or too long ({why}): nothing was kept"),
+        ));
+    }
+    let why = match written {
+        Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
     gate.count_refused(Refused::DiskFull);
-    Some(text(
+    Err(text(
         StatusCode::INSUFFICIENT_STORAGE,
         format!("this node cannot stage the snapshot ({why}): retry later"),
     ))
+}
+
+/// Checks the staged file end to end, streamed: the engine's envelope, the application's
+/// image (`StateMachine::validate`), the file's CRC.
+async fn check_staged(
+    gate: &PeerGate,
+    meta: &raft::eraftpb::SnapshotMetadata,
+) -> Result<(), Answer> {
+    let (files, check) = (gate.snapshots.clone(), gate.validate);
+    let (index, term) = (meta.index, meta.term);
+    let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut data = files.read_staged(index, term).map_err(|e| e.to_string())?;
+        read_envelope(&mut data).map_err(|e| format!("bad envelope: {e}"))?;
+        check(&mut data).map_err(|e| e.to_string())?;
+        data.finish().map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    checked.map_err(|e| {
+        gate.count_refused(Refused::Snapshot);
+        text(StatusCode::BAD_REQUEST, format!("snapshot rejected: {e}"))
+    })
+}
+
+/// A request body read chunk by chunk, each within [`SNAPSHOT_IDLE_TIMEOUT`].
+struct BodyReader {
+    body: Incoming,
+    /// Bytes received but not consumed yet.
+    pending: Bytes,
+}
+
+impl BodyReader {
+    fn new(body: Incoming) -> BodyReader {
+        BodyReader {
+            body,
+            pending: Bytes::new(),
+        }
+    }
+
+    /// The next chunk of data (what is pending first); `None` at the end of the body.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
+        loop {
+            let frame = tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, self.body.frame())
+                .await
+                .map_err(|_| format!("no data for {SNAPSHOT_IDLE_TIMEOUT:?}"))?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exactly `n` bytes (gathered as they arrive: `n` is not trusted for allocation).
+    async fn read_exact(&mut self, n: usize) -> Result<Bytes, String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(mut chunk) = self.next_chunk().await? else {
+                return Err("the body ends inside the snapshot head".into());
+            };
+            let take = (n - out.len()).min(chunk.len());
+            out.extend_from_slice(&chunk[..take]);
+            chunk.advance(take);
+            self.pending = chunk;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn read_array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let bytes = self.read_exact(N).await?;
+        Ok(bytes[..].try_into().expect("N bytes"))
+    }
 }
 
 /// 507 while this node's disk is below its floor: it takes no `what` (the leader retries
@@ -525,11 +766,7 @@ fn parse_start(v: &str) -> Option<(u64, u64)> {
 ///
 /// # Errors
 /// Why the batch is refused, with a sentence.
-pub fn decode_batch(
-    body: &Bytes,
-    peers: Peers,
-    check: ValidateImage,
-) -> Result<Vec<Message>, Refusal> {
+pub fn decode_batch(body: &Bytes, peers: Peers) -> Result<Vec<Message>, Refusal> {
     let malformed = |what: &str| (Refused::Malformed, what.to_string());
     let mut msgs = Vec::new();
     let mut pos = 0usize;
@@ -547,45 +784,21 @@ pub fn decode_batch(
         let msg = Message::parse_from_carllerche_bytes(&body.slice(pos..end))
             .map_err(|e| malformed(&format!("undecodable raft message: {e}")))?;
         pos = end;
-        validate(&msg, peers, check)?;
+        check_message(&msg, peers)?;
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            return Err((
+                Refused::Snapshot,
+                "a snapshot in a batch: snapshots go to /raft/snapshot".into(),
+            ));
+        }
         msgs.push(msg);
     }
     Ok(msgs)
 }
 
-/// Decodes and validates a snapshot body: `[len u32 LE][MsgSnapshot without data][data]` (see
-/// `transport.rs`). The data stays a slice of the body.
-///
-/// # Errors
-/// Why the body is refused, with a sentence.
-pub fn decode_snapshot(
-    body: &Bytes,
-    peers: Peers,
-    check: ValidateImage,
-) -> Result<Vec<Message>, Refusal> {
-    let malformed = |what: String| (Refused::Malformed, what);
-    let len_bytes = body
-        .get(..4)
-        .ok_or_else(|| malformed("snapshot body shorter than its length prefix".into()))?;
-    let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
-    let end = 4usize
-        .checked_add(len)
-        .filter(|end| *end <= body.len())
-        .ok_or_else(|| malformed("snapshot message length runs past the end of the body".into()))?;
-    let mut msg = Message::parse_from_carllerche_bytes(&body.slice(4..end))
-        .map_err(|e| malformed(format!("undecodable raft message: {e}")))?;
-    if msg.get_msg_type() != MessageType::MsgSnapshot {
-        return Err(malformed(format!(
-            "{:?} sent as a snapshot",
-            msg.get_msg_type()
-        )));
-    }
-    msg.mut_snapshot().data = body.slice(end..);
-    validate(&msg, peers, check)?;
-    Ok(vec![msg])
-}
-
-fn validate(msg: &Message, peers: Peers, check: ValidateImage) -> Result<(), Refusal> {
+/// The checks every peer message passes, whatever its route: sender and receiver, terms,
+/// raft-rs's assumptions, no local-only type.
+fn check_message(msg: &Message, peers: Peers) -> Result<(), Refusal> {
     let Peers { from, to: self_id } = peers;
     if msg.from != from || msg.to != self_id {
         return Err((
@@ -603,21 +816,12 @@ fn validate(msg: &Message, peers: Peers, check: ValidateImage) -> Result<(), Ref
         | MessageType::MsgBeat
         | MessageType::MsgUnreachable
         | MessageType::MsgSnapStatus
-        | MessageType::MsgCheckQuorum => {
-            return Err((
-                Refused::LocalType,
-                format!("{:?} is local to a node", msg.get_msg_type()),
-            ))
-        }
-        MessageType::MsgSnapshot => {
-            let refuse =
-                |e: &dyn std::fmt::Display| (Refused::Snapshot, format!("snapshot rejected: {e}"));
-            let (_, image) = decode_image(&msg.get_snapshot().data).map_err(|e| refuse(&e))?;
-            check(image).map_err(|e| refuse(&e))?;
-        }
-        _ => {}
+        | MessageType::MsgCheckQuorum => Err((
+            Refused::LocalType,
+            format!("{:?} is local to a node", msg.get_msg_type()),
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// What raft-rs assumes of any message from a peer, checked before it can reach a raft-rs
@@ -640,9 +844,13 @@ fn check_invariants(msg: &Message) -> Result<(), Refusal> {
         MessageType::MsgReadIndex | MessageType::MsgReadIndexResp if msg.entries.len() != 1 => {
             return bad(format!("{t:?} with {} entries, not 1", msg.entries.len()))
         }
-        // raft-rs takes term 0 for any index past its log as a match.
-        MessageType::MsgAppend if msg.log_term == 0 && msg.index != 0 => {
-            return bad(format!("append after index {} of term 0", msg.index))
+        // raft-rs takes term 0 for any index past its log as a match; and nothing precedes
+        // index 0 but term 0.
+        MessageType::MsgAppend if (msg.log_term == 0) != (msg.index == 0) => {
+            return bad(format!(
+                "append after index {} of term {}",
+                msg.index, msg.log_term
+            ))
         }
         MessageType::MsgAppend => {
             let mut prev_term = msg.log_term;
@@ -704,10 +912,6 @@ mod tests {
 
     const P: Peers = Peers { from: 2, to: 1 };
 
-    fn any_image(_: &[u8]) -> Result<(), crate::state_machine::ImageError> {
-        Ok(())
-    }
-
     /// A plausible message: term 1 (0 for the forwarded types), a snapshot at index 1.
     fn msg(from: u64, to: u64, t: MessageType) -> Message {
         let forwarded = matches!(t, MessageType::MsgPropose | MessageType::MsgReadIndex);
@@ -752,6 +956,9 @@ mod tests {
         let mut zero_log_term = append.clone();
         zero_log_term.log_term = 0;
         zero_log_term.mut_entries().clear();
+        let mut termed_index_zero = zero_log_term.clone();
+        termed_index_zero.index = 0;
+        termed_index_zero.log_term = 1;
         let mut no_term = msg(2, 1, MessageType::MsgHeartbeat);
         no_term.term = 0;
         let mut termed_proposal = msg(2, 1, MessageType::MsgPropose);
@@ -764,6 +971,7 @@ mod tests {
             falling,
             above,
             zero_log_term,
+            termed_index_zero,
             no_term,
             termed_proposal,
             empty_proposal,
@@ -773,8 +981,8 @@ mod tests {
         }
     }
 
-    // Intent: a valid batch decodes; garbage, truncation, spoofed senders and local message
-    // types are refused as a whole.
+    // Intent: a valid batch decodes; garbage, truncation, spoofed senders, local message
+    // types and snapshots (which have their own route) are refused as a whole.
     #[test]
     fn batches_are_validated() {
         let good = encode_batch(&[
@@ -782,48 +990,21 @@ mod tests {
             msg(2, 1, MessageType::MsgAppend),
         ]);
         assert_eq!(
-            decode_batch(&Bytes::from(good.clone()), P, any_image)
-                .unwrap()
-                .len(),
+            decode_batch(&Bytes::from(good.clone()), P).unwrap().len(),
             2
         );
         for cut in 1..good.len() {
-            let r = decode_batch(&Bytes::copy_from_slice(&good[..cut]), P, any_image);
+            let r = decode_batch(&Bytes::copy_from_slice(&good[..cut]), P);
             assert!(r.is_err() || r.unwrap().len() < 2);
         }
         let spoofed = encode_batch(&[msg(3, 1, MessageType::MsgHeartbeat)]);
-        assert!(decode_batch(&Bytes::from(spoofed), P, any_image).is_err());
+        assert!(decode_batch(&Bytes::from(spoofed), P).is_err());
         let local = encode_batch(&[msg(2, 1, MessageType::MsgHup)]);
-        assert!(decode_batch(&Bytes::from(local), P, any_image).is_err());
+        assert!(decode_batch(&Bytes::from(local), P).is_err());
         let garbage = Bytes::from_static(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(decode_batch(&garbage, P, any_image).is_err());
-        let mut snap = msg(2, 1, MessageType::MsgSnapshot);
-        snap.mut_snapshot().data = Bytes::from_static(b"not an image");
-        assert!(decode_batch(&Bytes::from(encode_batch(&[snap])), P, any_image).is_err());
-    }
-
-    // Intent: a snapshot body (message head, then the raw image) decodes with the image as a
-    // slice of the body; a bad image, another message type or a cut head is refused.
-    #[test]
-    fn snapshot_bodies_are_validated() {
-        let body = |m: &Message, data: &[u8]| {
-            let mut b = encode_batch(std::slice::from_ref(m));
-            b.extend_from_slice(data);
-            Bytes::from(b)
-        };
-        let image = crate::framing::encode_image(
-            &crate::membership::Membership::initial(&["http://127.0.0.1:1".into()]),
-            b"app",
-        );
+        assert!(decode_batch(&garbage, P).is_err());
+        // Snapshots have their own route.
         let snap = msg(2, 1, MessageType::MsgSnapshot);
-        let decoded = decode_snapshot(&body(&snap, &image), P, any_image).unwrap();
-        assert_eq!(&decoded[0].get_snapshot().data[..], &image[..]);
-        assert!(decode_snapshot(&body(&snap, b"not an image"), P, any_image).is_err());
-        let hb = msg(2, 1, MessageType::MsgHeartbeat);
-        assert!(decode_snapshot(&body(&hb, &image), P, any_image).is_err());
-        let whole = body(&snap, &image);
-        for cut in 0..8 {
-            assert!(decode_snapshot(&whole.slice(..cut), P, any_image).is_err());
-        }
+        assert!(decode_batch(&Bytes::from(encode_batch(&[snap])), P).is_err());
     }
 }

@@ -2,6 +2,8 @@
 //! started ([`Report`]), and the types of its answers. Whoever sends these imports this
 //! module, never the loop that receives them (`raft_node.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use raft::eraftpb::{Message, SnapshotMetadata};
@@ -69,6 +71,72 @@ pub enum MemberChange {
     },
 }
 
+/// The right to receive a snapshot: one at a time per node. Held from the first byte of the
+/// request until the raft thread is done with the snapshot (installed or dropped).
+pub struct ReceiveSlot(Arc<AtomicBool>);
+
+impl ReceiveSlot {
+    /// The slot, unless it is taken.
+    pub fn take(flag: &Arc<AtomicBool>) -> Option<ReceiveSlot> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ReceiveSlot(flag.clone()))
+    }
+}
+
+impl Drop for ReceiveSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A received snapshot staged (and checked) in the snap dir, on its way to the raft thread
+/// with its message. Dropped without [`StagedSnapshot::install`], it discards the file; either
+/// way its [`ReceiveSlot`] is freed.
+pub struct StagedSnapshot {
+    files: snap::Snapshotter,
+    index: u64,
+    term: u64,
+    installed: bool,
+    _slot: ReceiveSlot,
+}
+
+impl StagedSnapshot {
+    /// The staged file of snapshot (`index`, `term`) in `files`.
+    pub fn new(files: snap::Snapshotter, index: u64, term: u64, slot: ReceiveSlot) -> Self {
+        StagedSnapshot {
+            files,
+            index,
+            term,
+            installed: false,
+            _slot: slot,
+        }
+    }
+
+    /// (index, term) of the snapshot.
+    pub fn id(&self) -> (u64, u64) {
+        (self.index, self.term)
+    }
+
+    /// Makes the staged file the snapshot file (the caller then writes the WAL mark).
+    ///
+    /// # Errors
+    /// What the rename or the directory fsync returned.
+    pub fn install(mut self) -> snap::Result<()> {
+        self.files.install_staged(self.index, self.term)?;
+        self.installed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedSnapshot {
+    fn drop(&mut self) {
+        if !self.installed {
+            self.files.discard_staged(self.index, self.term);
+        }
+    }
+}
+
 /// Input for the raft thread.
 pub enum Msg {
     /// Propose entry data (framed by `framing::encode_entry`); answered once proposed or
@@ -97,6 +165,8 @@ pub enum Msg {
     },
     /// Messages from a peer (already validated by the peer server).
     Raft(Vec<Message>),
+    /// A `MsgSnapshot` from the leader (its data field empty) and its staged, checked file.
+    StagedSnapshot(Box<Message>, StagedSnapshot),
     /// Status snapshot.
     Status {
         /// The report.
@@ -106,6 +176,11 @@ pub enum Msg {
     Snapshot {
         /// The snapshot's index, or why not.
         done: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    /// Start a divergence check now (propose a digest check); answered once proposed.
+    CheckDigests {
+        /// Proposed, or why not.
+        done: oneshot::Sender<Result<(), Refusal>>,
     },
     /// Transfer leadership to `to`; answered when `to` leads, or refused at the deadline.
     TransferLeader {
@@ -137,6 +212,15 @@ pub enum Report {
         meta: SnapshotMetadata,
         /// Bytes of its image (envelope included).
         bytes: u64,
+    },
+    /// A snapshot file could not be read for a follower (missing or damaged): make a new one.
+    SnapshotUnreadable,
+    /// The apply thread's state digest at the digest check at `index`.
+    Digest {
+        /// The check's index.
+        index: u64,
+        /// The state machine's digest there.
+        digest: u64,
     },
     /// The snapshot thread could not make the snapshot (reading the previous one or writing
     /// the new file failed); no file was marked, the WAL still holds everything.
@@ -206,6 +290,11 @@ pub struct Status {
     pub removed_ids: Vec<u64>,
     /// Members whose NOSPACE alarm is raised (see `disk.rs`).
     pub nospace_alarms: Vec<u64>,
+    /// Members whose state digest differed from the majority's at a divergence check, as
+    /// this member applied the checks.
+    pub diverged: Vec<Diverged>,
+    /// Index of the newest divergence check a majority of voters agreed on (0: none yet).
+    pub digest_check_index: u64,
     /// On the leader: every follower's replication progress.
     pub progress: Option<Vec<PeerProgress>>,
     /// Peer messages dropped because a queue was full.
@@ -243,6 +332,18 @@ pub struct PeerProgress {
     pub recent_active: bool,
 }
 
+/// A member whose state diverged (see `Status::diverged`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diverged {
+    /// The member.
+    pub id: u64,
+    /// The index where it was found: a divergence check's, or the log index its committed log
+    /// contradicts its leader's at.
+    pub index: u64,
+    /// How it was found, as one sentence.
+    pub why: String,
+}
+
 impl Status {
     /// `Ok` when this node can serve: it knows a leader and applies within `max_lag` entries of
     /// the commit index; else the reason, as one sentence.
@@ -252,6 +353,13 @@ impl Status {
     pub fn health(&self, max_lag: u64) -> Result<(), String> {
         if self.leader == 0 {
             return Err("unhealthy: this node knows no leader".into());
+        }
+        if let Some(d) = self.diverged.iter().find(|d| d.id == self.id) {
+            return Err(format!(
+                "unhealthy: this member's state diverged at index {}: {}; remove it, wipe its \
+                 data dirs and add it back under a new ID",
+                d.index, d.why
+            ));
         }
         if !self.nospace_alarms.is_empty() {
             return Err(format!(

@@ -40,11 +40,14 @@ use tokio::sync::oneshot;
 use crate::apply::Apply;
 use crate::config::Config;
 use crate::events::{EventHub, EventKind, NodeState, Role};
-use crate::framing::{decode_entry, decode_image, ConfChangeContext, EntryData, StartRecord};
+use crate::framing::{
+    decode_entry, encode_digest, encode_digest_check, encode_divergence_report, read_envelope,
+    ConfChangeContext, EntryData, StartRecord,
+};
 use crate::limits::MAX_SIZE_PER_MSG;
 use crate::membership::{Member, Membership, Start};
 use crate::peer_server::PeerGate;
-use crate::protocol::{Exit, MemberChange, Msg, PeerProgress, Refusal, Report, Status};
+use crate::protocol::{Diverged, Exit, MemberChange, Msg, PeerProgress, Refusal, Report, Status};
 use crate::snapshot_builder::{JobContext, PlanMerge, SnapshotJob};
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
@@ -239,6 +242,23 @@ pub struct RaftNode {
     floor_transfer_at: Option<Instant>,
     /// When a dropped peer message was last logged (rate limit).
     contradiction_logged_at: Option<Instant>,
+    /// The received snapshot stepped in this iteration, until its Ready installs it.
+    staged: Option<crate::protocol::StagedSnapshot>,
+    /// (leader, term) last told to the peer server.
+    published_leader: (u64, u64),
+    /// Digest reports and divergence verdicts (`divergence.rs`).
+    digests: crate::divergence::DigestChecks,
+    /// The commit index at start: digest checks up to it were answered before the restart.
+    start_commit: u64,
+    /// When this leader last proposed a periodic digest check.
+    digest_check_at: Option<Instant>,
+    /// Application commands were committed since the last digest check.
+    commands_since_check: bool,
+    /// This node found its committed log contradicting its leader's at this commit index:
+    /// the report is proposed again now and then, since a wedged node never sees it applied.
+    own_divergence: Option<u64>,
+    /// When that report was last proposed.
+    divergence_reported_at: Option<Instant>,
 }
 
 /// Builds raft-rs's config from ours (trap 10: pre-vote, check-quorum, batching limits).
@@ -283,6 +303,7 @@ impl RaftNode {
             .map(|s| s.conf_state)
             .unwrap_or_default();
         let snapshot_index = raw.store().snapshot_metadata().index;
+        let start_commit = raw.raft.raft_log.committed;
         let reads = ReadQueue::new(config.id);
         let mut node = RaftNode {
             raw,
@@ -325,6 +346,14 @@ impl RaftNode {
             alarm_proposed_at: None,
             floor_transfer_at: None,
             contradiction_logged_at: None,
+            staged: None,
+            published_leader: (0, 0),
+            digests: Default::default(),
+            start_commit,
+            digest_check_at: Some(Instant::now()),
+            commands_since_check: false,
+            own_divergence: None,
+            divergence_reported_at: None,
         };
         node.publish_records();
         node.sync_peers();
@@ -391,11 +420,16 @@ impl RaftNode {
                 self.update_alarm(now);
                 self.leave_leadership_when_full(now);
                 self.promote_ready_learners();
+                self.periodic_digest_check(now);
+                self.report_own_divergence(now);
             }
             self.issue_reads();
+            self.publish_leader();
             if self.raw.has_ready() {
                 self.on_ready();
             }
+            // A staged snapshot raft did not take (stale, or not for us) is discarded.
+            self.staged = None;
             self.publish_role();
             self.maybe_snapshot();
             if self.superseded {
@@ -440,6 +474,12 @@ impl RaftNode {
                     self.step(m);
                 }
             }
+            Msg::StagedSnapshot(m, staged) => {
+                // Installed by this iteration's Ready if raft takes the snapshot, else
+                // discarded after it (see the loop).
+                self.staged = Some(staged);
+                self.step(*m);
+            }
             Msg::Status { done } => {
                 let _ = done.send(self.status());
             }
@@ -451,6 +491,9 @@ impl RaftNode {
                     self.snapshot_waiters.push((self.sent_index, done));
                     self.raw.mut_store().want_snapshot();
                 }
+            }
+            Msg::CheckDigests { done } => {
+                let _ = done.send(self.propose_digest_check());
             }
             Msg::Shutdown => self.begin_stop(),
         }
@@ -467,6 +510,13 @@ impl RaftNode {
                 };
                 self.raw.report_snapshot(to, status);
             }
+            Report::SnapshotUnreadable => self.raw.mut_store().want_snapshot(),
+            // Checks up to the commit index at start were answered before the restart.
+            Report::Digest { index, digest } if index > self.start_commit => {
+                let record = encode_digest(self.config.id, index, digest);
+                self.propose_unwatched(record.into());
+            }
+            Report::Digest { .. } => {}
             Report::SnapshotSaved { meta, bytes } => {
                 self.last_image_bytes = bytes;
                 self.on_snapshot_saved(meta)
@@ -949,6 +999,7 @@ impl RaftNode {
     /// Steps one peer message. A heartbeat's commit index is clamped to our log: raft-rs would
     /// panic on a larger one, and nothing a peer sends may crash the node.
     fn step(&mut self, mut m: Message) {
+        self.check_committed_log(&m);
         if let Some(why) = self.contradiction(&m) {
             self.gate
                 .count_refused(crate::peer_server::Refused::Contradicts);
@@ -1105,17 +1156,26 @@ impl RaftNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.get_metadata().clone();
         info!(self.logger, "installing snapshot from the leader";
-            "index" => meta.index, "term" => meta.term, "bytes" => snapshot.data.len());
-        // The peer server staged the file before raft saw the snapshot (`stage_snapshots`).
-        let staged = self.snapshotter.has(meta.index, meta.term);
-        if !staged {
-            if let Err(e) = self.snapshotter.save(&snapshot) {
-                crate::logging::fatal(&self.logger, "cannot save a received snapshot", &e);
+            "index" => meta.index, "term" => meta.term);
+        // The peer server staged and checked the file before raft saw the snapshot, whose
+        // message carries no data (`peer_server::receive_snapshot`).
+        let installed = match self.staged.take() {
+            Some(staged) if staged.id() == (meta.index, meta.term) => {
+                staged.install().map_err(|e| e.to_string())
             }
+            _ => Err("raft took a snapshot that was not staged".to_string()),
+        };
+        if let Err(e) = installed {
+            crate::logging::fatal(&self.logger, "cannot install a received snapshot", &e);
         }
         self.save_snapshot_mark(&meta);
-        match decode_image(&snapshot.data) {
-            Ok((membership, _)) => {
+        let envelope = self
+            .snapshotter
+            .read_data(meta.index, meta.term)
+            .map_err(|e| e.to_string())
+            .and_then(|mut data| read_envelope(&mut data).map_err(|e| e.to_string()));
+        match envelope {
+            Ok(membership) => {
                 self.membership = membership;
                 self.publish_records();
             }
@@ -1136,7 +1196,17 @@ impl RaftNode {
         self.hub
             .publish(self.raw.raft.term, kind, |s| s.members = members);
         self.sync_peers();
-        self.send_commits(Apply::Restore(snapshot));
+        self.send_commits(Apply::Restore(meta));
+    }
+
+    /// Tells the peer server which leader (and term) this node follows, before this
+    /// iteration's messages go out: it takes snapshots only from that leader.
+    fn publish_leader(&mut self) {
+        let now = (self.raw.raft.leader_id, self.raw.raft.term);
+        if now != self.published_leader {
+            self.published_leader = now;
+            self.gate.set_leader(now.0, now.1);
+        }
     }
 
     fn save_snapshot_mark(&mut self, meta: &raft::eraftpb::SnapshotMetadata) {
@@ -1166,13 +1236,19 @@ impl RaftNode {
                 }
                 EntryType::EntryNormal => {
                     use crate::framing::{
-                        ENTRY_FORMAT_ALARM, ENTRY_FORMAT_START, ENTRY_FORMAT_URL,
+                        ENTRY_FORMAT_ALARM, ENTRY_FORMAT_DIGEST, ENTRY_FORMAT_DIVERGED,
+                        ENTRY_FORMAT_START, ENTRY_FORMAT_URL, ENTRY_FORMAT_V1,
                     };
-                    if matches!(
-                        e.data.first(),
-                        Some(&(ENTRY_FORMAT_START | ENTRY_FORMAT_ALARM | ENTRY_FORMAT_URL))
-                    ) {
-                        self.apply_engine_record(e);
+                    match e.data.first() {
+                        Some(
+                            &(ENTRY_FORMAT_START
+                            | ENTRY_FORMAT_ALARM
+                            | ENTRY_FORMAT_URL
+                            | ENTRY_FORMAT_DIGEST
+                            | ENTRY_FORMAT_DIVERGED),
+                        ) => self.apply_engine_record(e),
+                        Some(&ENTRY_FORMAT_V1) => self.commands_since_check = true,
+                        _ => {}
                     }
                 }
             }
@@ -1181,7 +1257,8 @@ impl RaftNode {
         self.send_commits(Apply::Entries(entries));
     }
 
-    /// A committed start record, alarm record or peer URL update (the engine's own entries).
+    /// A committed start record, alarm record, peer URL update, digest record or divergence
+    /// report (the engine's own entries).
     fn apply_engine_record(&mut self, e: &Entry) {
         match decode_entry(&e.data) {
             Ok(EntryData::Start(record)) => self.apply_start_record(record, e.index),
@@ -1191,11 +1268,121 @@ impl RaftNode {
                 id,
                 url,
             }) => self.apply_url_update(request_id, id, url, e),
+            Ok(EntryData::Digest { id, index, digest }) => self.apply_digest(id, index, digest),
+            Ok(EntryData::Diverged { id, index }) => self.apply_divergence_report(id, index),
             other => {
                 warn!(self.logger, "skipping a malformed engine record";
                     "index" => e.index, "error" => format!("{other:?}"))
             }
         }
+    }
+
+    /// A member's committed digest report: a member newly found diverged is logged and
+    /// published (`divergence.rs`).
+    fn apply_digest(&mut self, id: u64, index: u64, digest: u64) {
+        let voters = self.conf_state.voters.clone();
+        for d in self.digests.record(id, index, digest, &voters) {
+            self.publish_diverged(d);
+        }
+    }
+
+    /// A member's committed report that its log contradicts its leader's (found when its
+    /// commit index was `index`).
+    fn apply_divergence_report(&mut self, id: u64, index: u64) {
+        let why = format!(
+            "it reported its committed log contradicting its leader's (at its commit index \
+             {index})"
+        );
+        if self.digests.mark(id, index, why.clone()) {
+            self.publish_diverged(Diverged { id, index, why });
+        }
+    }
+
+    fn publish_diverged(&mut self, d: Diverged) {
+        error!(self.logger, "a member's state diverged"; "member" => d.id, "index" => d.index,
+            "why" => &d.why);
+        let kind = EventKind::Diverged {
+            member: d.id,
+            index: d.index,
+            why: d.why,
+        };
+        self.hub.publish(self.raw.raft.term, kind, |_| {});
+    }
+
+    /// An append from a leader of our term or a later one that contradicts an entry this
+    /// node committed: a real leader never sends one (raft's leader completeness), so
+    /// this node's committed log is not the cluster's. raft-rs cannot repair that (it answers
+    /// such appends with its commit index, or rejects them, forever): raise the alarm here,
+    /// and report it through the leader so that every member lists it.
+    fn check_committed_log(&mut self, m: &Message) {
+        // Only a term's leader sends appends: one in our term or a later one is its leader's.
+        let raft = &self.raw.raft;
+        if m.get_msg_type() != MessageType::MsgAppend || m.term < raft.term {
+            return;
+        }
+        let log = &raft.raft_log;
+        let contradicts = |index: u64, term: u64| {
+            index > 0 && index <= log.committed && log.term(index).is_ok_and(|ours| ours != term)
+        };
+        let at = std::iter::once((m.index, m.log_term))
+            .chain(m.entries.iter().map(|e| (e.index, e.term)))
+            .find(|(index, term)| contradicts(*index, *term));
+        let Some((index, theirs)) = at else {
+            return;
+        };
+        let ours = log.term(index).unwrap_or(0);
+        let why = format!(
+            "its committed entry {index} of term {ours} contradicts its leader's, of term {theirs}"
+        );
+        // Found at our commit index: comparable with the indexes of divergence checks.
+        let (id, at) = (self.config.id, log.committed);
+        if self.digests.mark(id, at, why.clone()) {
+            self.publish_diverged(Diverged { id, index: at, why });
+            self.own_divergence = Some(at);
+            self.divergence_reported_at = None;
+            self.report_own_divergence(Instant::now());
+        }
+    }
+
+    /// Proposes this node's divergence report (again, every few election timeouts: it may
+    /// have been dropped, and a wedged node never sees it applied).
+    fn report_own_divergence(&mut self, now: Instant) {
+        let Some(at) = self.own_divergence else {
+            return;
+        };
+        if !self.digests.is_diverged(self.config.id) {
+            self.own_divergence = None; // a later check found this node with the majority
+            return;
+        }
+        let every = self.election_timeout() * 5;
+        if self.raw.raft.leader_id == 0 || !due(&mut self.divergence_reported_at, now, every) {
+            return;
+        }
+        let report = encode_divergence_report(self.config.id, at);
+        self.propose_unwatched(report.into());
+    }
+
+    /// Proposes a digest check (from any member: a follower's is forwarded).
+    fn propose_digest_check(&mut self) -> Result<(), Refusal> {
+        if self.raw.raft.leader_id == 0 {
+            return Err(Refusal::NoLeader);
+        }
+        self.commands_since_check = false;
+        self.propose_unwatched(encode_digest_check().into());
+        Ok(())
+    }
+
+    /// The leader's periodic digest check, when commands were committed since the last one.
+    fn periodic_digest_check(&mut self, now: Instant) {
+        let every = self.config.digest_check_interval;
+        if every.is_zero()
+            || self.raw.raft.state != StateRole::Leader
+            || !self.commands_since_check
+            || !due(&mut self.digest_check_at, now, every)
+        {
+            return;
+        }
+        let _ = self.propose_digest_check();
     }
 
     fn apply_conf_change(&mut self, e: &Entry) {
@@ -1265,6 +1452,7 @@ impl RaftNode {
             ConfChangeType::RemoveNode => {
                 info!(self.logger, "member removed"; "node" => id);
                 self.membership.remove(id);
+                self.digests.forget(id);
                 self.publish_membership("remove", id, String::new(), false, index);
                 self.transport.remove_peer(id);
                 self.publish_records();
@@ -1617,6 +1805,8 @@ impl RaftNode {
                 .collect(),
             removed_ids: self.membership.removed().collect(),
             nospace_alarms: self.membership.alarms().collect(),
+            diverged: self.digests.diverged(),
+            digest_check_index: self.digests.agreed_index(),
             progress,
             dropped_messages: self.transport.dropped() + self.gate.dropped(),
             peer_refused: self

@@ -32,7 +32,8 @@ pub struct Recovered {
     pub wal: wal::Wal,
     /// Raft storage filled from snapshot and WAL.
     pub storage: RaftStorage,
-    /// The newest usable snapshot (its image restores the state machine).
+    /// The newest usable snapshot, its metadata only: the image, checked here, stays in its
+    /// file, streamed from there into the state machine (so it is never held beside it).
     pub snapshot: Option<Snapshot>,
     /// Membership as of the snapshot.
     pub membership: Membership,
@@ -150,7 +151,7 @@ pub fn recover(
     for broken in &found.broken {
         warn!(logger, "corrupt snapshot file set aside"; "file" => broken.display().to_string());
     }
-    let snapshot = found.snapshot;
+    let mut snapshot = found.snapshot;
     if snapshot.is_none() && !marks.is_empty() {
         return Err(fail(format!(
             "the WAL in {} has snapshot marks but no snapshot file in {} matches one: \
@@ -171,10 +172,11 @@ pub fn recover(
     let mut storage = RaftStorage::default();
     storage.set_snapshot_files(snapshotter.clone());
     let mut membership = Membership::default();
-    if let Some(snapshot) = &snapshot {
+    if let Some(snapshot) = &mut snapshot {
         membership = decode_image(&snapshot.data)
             .map_err(|e| fail(format!("the snapshot at index {} is unusable: {e}", at.0)))?
             .0;
+        snapshot.data = bytes::Bytes::new();
         storage.apply_snapshot(snapshot.get_metadata());
     }
     let mut hs = replay.hard_state;

@@ -30,6 +30,25 @@ pub struct Rejected(pub String);
 #[error("malformed application image: {0}")]
 pub struct ImageError(pub String);
 
+/// Reads a whole image of at most `limit` bytes into memory, for applications whose state is
+/// small enough to decode from one buffer. The buffer grows only as bytes arrive.
+///
+/// # Errors
+/// [`ImageError`] when reading fails or the image is larger than `limit`.
+pub fn read_small_image(image: &mut dyn Read, limit: u64) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    image
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| ImageError(format!("cannot read the image: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(ImageError(format!(
+            "the image is larger than this application's limit of {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 /// A snapshot image merged on the snapshot thread (see [`StateMachine::plan_merge`]).
 pub trait MergedImage: Send {
     /// Exact length in bytes of what [`MergedImage::write_to`] writes.
@@ -76,23 +95,35 @@ pub trait StateMachine: Send + 'static {
     /// [`Rejected`] when the bytes are not a command (nothing changed).
     fn apply(&mut self, command: Command<'_>) -> Result<Self::Output, Rejected>;
 
-    /// Replaces the whole state with `image` (already validated), taken at `index`. An empty
-    /// image is the initial state.
+    /// Replaces the whole state with the image read from `image` (already validated), taken
+    /// at `index`. An empty image is the initial state. The image is streamed from its snap
+    /// file, so a large state is never held twice: read it as it comes, and never trust a
+    /// length in it for an allocation.
     ///
     /// # Errors
-    /// [`ImageError`] when the image does not decode; the state MUST then be unchanged.
-    fn restore(&mut self, image: &[u8], index: u64) -> Result<(), ImageError>;
+    /// [`ImageError`] when the image does not decode (or cannot be read); the state MUST then
+    /// be unchanged.
+    fn restore(&mut self, image: &mut dyn Read, index: u64) -> Result<(), ImageError>;
 
-    /// Checks an image received from a peer, end to end, before raft sees it.
+    /// Checks an image received from a peer, end to end (read all of it), before raft sees
+    /// it. It is streamed from the staged file, like [`StateMachine::restore`]'s.
     ///
     /// # Errors
     /// [`ImageError`] naming the first problem.
-    fn validate(image: &[u8]) -> Result<(), ImageError>
+    fn validate(image: &mut dyn Read) -> Result<(), ImageError>
     where
         Self: Sized;
 
     /// The image of the current state (image strategy; called on the apply thread).
     fn image(&self) -> Vec<u8>;
+
+    /// A digest of the whole current state: equal on replicas with equal states, and cheap
+    /// (keep it up to date as commands apply, as the KV does). The engine compares the
+    /// members' digests at one index to find a member whose state diverged. `None` (the
+    /// default) leaves this application out of the check.
+    fn digest(&self) -> Option<u64> {
+        None
+    }
 
     /// Merge strategy, on the snapshot thread: plans the image that `commands` (committed
     /// since the previous snapshot, in order, undecodable ones included) make of the previous

@@ -215,11 +215,18 @@ impl Storage for RaftStorage {
         if meta.index == 0 || meta.index < request_index || !has_to {
             return unavailable();
         }
-        // A missing or damaged file: make a fresh snapshot rather than send nothing.
-        match self.files.as_ref().map(|f| f.load(meta.index, meta.term)) {
-            Some(Ok(snapshot)) => Ok(snapshot),
-            _ => unavailable(),
+        // A missing file: make a fresh snapshot rather than send nothing. raft-rs never reads
+        // the data: the transport streams it from the file (a damaged file is found there).
+        if !self
+            .files
+            .as_ref()
+            .is_some_and(|f| f.has(meta.index, meta.term))
+        {
+            return unavailable();
         }
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(meta.clone());
+        Ok(snapshot)
     }
 }
 
@@ -291,7 +298,8 @@ mod tests {
     }
 
     // Intent: trap 2, a snapshot lacking the requesting follower is never handed out; the
-    // storage asks for a fresh one instead. The data comes from the snap file.
+    // storage asks for a fresh one instead. The data stays in the snap file (the transport
+    // streams it): the message carries the metadata only.
     #[test]
     fn snapshot_must_contain_the_receiver() {
         let dir = tempfile::tempdir().unwrap();
@@ -301,14 +309,19 @@ mod tests {
         let first = snapshot(5, 1, vec![1, 2, 3]);
         files.save(&first).unwrap();
         s.apply_snapshot(first.get_metadata());
-        assert_eq!(s.snapshot(0, 2).unwrap(), first);
+        let meta_only = |snap: &Snapshot| {
+            let mut m = Snapshot::default();
+            m.set_metadata(snap.get_metadata().clone());
+            m
+        };
+        assert_eq!(s.snapshot(0, 2).unwrap(), meta_only(&first));
         assert!(!s.take_snapshot_wanted());
         assert!(s.snapshot(0, 4).is_err());
         assert!(s.take_snapshot_wanted());
         let fresh = snapshot(7, 1, vec![1, 2, 3, 4]);
         files.save(&fresh).unwrap();
         s.set_snapshot(fresh.get_metadata().clone());
-        assert_eq!(s.snapshot(0, 4).unwrap(), fresh);
+        assert_eq!(s.snapshot(0, 4).unwrap(), meta_only(&fresh));
         // The file is gone: ask for a fresh snapshot instead of failing raft.
         std::fs::remove_dir_all(dir.path()).unwrap();
         assert!(s.snapshot(0, 4).is_err());

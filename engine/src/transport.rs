@@ -8,8 +8,12 @@
 //!
 //! Snapshots (`MsgSnapshot`) go on their own queue and task to `<peer>/raft/snapshot`, so a
 //! large snapshot never delays heartbeats; the outcome is reported to raft
-//! (`report_snapshot`, trap 9). Their body is `[len u32 LE][the message without its data][the
-//! data]`, sent as two chunks so the image read from the snap file is never copied.
+//! (`report_snapshot`, trap 9). raft-rs never reads a snapshot's data, so the message carries
+//! none (see `storage.rs`): the sender streams the data from the snap file, in chunks of
+//! [`SNAPSHOT_CHUNK_BYTES`], a few at a time, whatever its size. The body is
+//! `[len u32 LE][the message][the data]`, with a `Content-Length`. The file's CRC is checked
+//! before its last chunk leaves: a damaged file ends the body short, which the receiver
+//! refuses, and asks the raft thread for a fresh snapshot.
 //!
 //! Wire format of a batch body: `[len u32 LE][eraftpb::Message protobuf]` repeated. Headers
 //! name the cluster ([`HEADER_CLUSTER`], hex), the sender and the receiver.
@@ -59,6 +63,10 @@ const MIN_PEER_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes per chunk of a snapshot body read from the snap file.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks of a snapshot body in flight between the file reader and the connection.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// The peer HTTP client.
 pub type HttpClient = Client<HttpConnector, crate::http::Body>;
@@ -75,6 +83,8 @@ struct Shared {
     logger: Logger,
     request_timeout: Duration,
     dropped: Arc<AtomicU64>,
+    /// The snap dir, where snapshot data is streamed from.
+    files: snap::Snapshotter,
 }
 
 /// Who a transport speaks as.
@@ -109,6 +119,7 @@ impl Transport {
         sender: Sender,
         source_addr: Option<IpAddr>,
         request_timeout: Duration,
+        files: snap::Snapshotter,
         reports: crossbeam_channel::Sender<Report>,
         logger: Logger,
     ) -> Transport {
@@ -123,6 +134,7 @@ impl Transport {
                 logger,
                 request_timeout,
                 dropped: Arc::new(AtomicU64::new(0)),
+                files,
             },
             runtime,
             peers: HashMap::new(),
@@ -247,7 +259,7 @@ async fn run_sender(shared: Shared, to: u64, url: String, mut rx: mpsc::Receiver
                 .filter(|m| m.get_msg_type() == MessageType::MsgPropose)
                 .collect()
         };
-        let outcome = post(&shared, to, &format!("{url}/raft"), body, timeout).await;
+        let outcome = post(&shared, to, &format!("{url}/raft"), body, None, timeout).await;
         match outcome {
             Ok(()) => {
                 if failures > 0 {
@@ -295,19 +307,7 @@ async fn run_snapshot_sender(
     mut rx: mpsc::Receiver<Message>,
 ) {
     while let Some(msg) = rx.recv().await {
-        let index = msg.get_snapshot().get_metadata().index;
-        info!(shared.logger, "sending snapshot"; "peer" => to, "index" => index,
-            "bytes" => msg.get_snapshot().data.len());
-        let body = snapshot_body(msg);
-        let ok = match post(
-            &shared,
-            to,
-            &format!("{url}/raft/snapshot"),
-            body,
-            SNAPSHOT_TIMEOUT,
-        )
-        .await
-        {
+        let ok = match send_snapshot(&shared, to, &url, msg).await {
             Ok(()) => true,
             Err(e) => {
                 warn!(shared.logger, "snapshot send failed"; "peer" => to, "error" => %e);
@@ -317,6 +317,82 @@ async fn run_snapshot_sender(
         };
         let _ = shared.reports.send(Report::Snapshot { to, ok });
     }
+}
+
+/// Streams one snapshot's data from its file to `to` (see the module docs).
+async fn send_snapshot(shared: &Shared, to: u64, url: &str, msg: Message) -> Result<(), SendError> {
+    let meta = msg.get_snapshot().get_metadata().clone();
+    let files = shared.files.clone();
+    let opened = tokio::task::spawn_blocking(move || files.read_data(meta.index, meta.term)).await;
+    let data = match opened {
+        Ok(Ok(data)) => data,
+        Ok(Err(e)) => {
+            let _ = shared.reports.send(Report::SnapshotUnreadable);
+            return Err(SendError::NotSent(format!(
+                "cannot read the snapshot file: {e}"
+            )));
+        }
+        Err(e) => return Err(SendError::NotSent(e.to_string())),
+    };
+    let head = Bytes::from(encode_batch(std::slice::from_ref(&msg)));
+    let total = head.len() as u64 + data.remaining();
+    info!(shared.logger, "sending snapshot"; "peer" => to, "index" => meta.index,
+        "bytes" => total);
+    let (tx, chunks) = mpsc::channel::<Bytes>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let _ = tx.send(head).await;
+    let reports = shared.reports.clone();
+    let logger = shared.logger.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = stream_file(data, &tx) {
+            // The body ends short of its Content-Length: the receiver refuses it.
+            warn!(logger, "snapshot file unreadable while sending"; "error" => %e);
+            let _ = reports.send(Report::SnapshotUnreadable);
+        }
+    });
+    let body = StreamBody::new(tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(chunks),
+        |b| Ok(Frame::data(b)),
+    ))
+    .boxed();
+    // As for batches: the slowest link we allow for must be able to carry it in time.
+    let timeout = SNAPSHOT_TIMEOUT + Duration::from_secs_f64(total as f64 / MIN_PEER_BYTES_PER_SEC);
+    let target = format!("{url}/raft/snapshot");
+    post(shared, to, &target, body, Some(total), timeout).await
+}
+
+/// Reads `data` in chunks into `tx`, holding the last chunk back until the file's CRC checks
+/// out. Stops early (without error) when the receiving side is gone.
+fn stream_file(mut data: snap::DataReader, tx: &mpsc::Sender<Bytes>) -> Result<(), snap::Error> {
+    use std::io::Read as _;
+    let mut held: Option<Bytes> = None;
+    loop {
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = data.read(&mut buf[filled..]).map_err(|e| snap::Error::Io {
+                context: "read the snapshot file".into(),
+                source: e,
+            })?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        if let Some(chunk) = held.replace(Bytes::from(buf)) {
+            if tx.blocking_send(chunk).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    data.finish()?;
+    if let Some(chunk) = held {
+        let _ = tx.blocking_send(chunk);
+    }
+    Ok(())
 }
 
 /// Why a peer request failed.
@@ -333,23 +409,19 @@ enum SendError {
     Status(StatusCode, String),
 }
 
-/// The body of a snapshot request: `[len u32 LE][the MsgSnapshot without its data][the data]`.
-/// The data (read from the snap file) goes out as its own chunk, never copied into a buffer.
-fn snapshot_body(mut msg: Message) -> crate::http::Body {
-    let data = std::mem::take(&mut msg.mut_snapshot().data);
-    let head = encode_batch(std::slice::from_ref(&msg));
-    let chunks = [Bytes::from(head), data].map(|b| Ok(Frame::data(b)));
-    StreamBody::new(tokio_stream::iter(chunks)).boxed()
-}
-
 async fn post(
     shared: &Shared,
     to: u64,
     url: &str,
     body: crate::http::Body,
+    content_length: Option<u64>,
     timeout: Duration,
 ) -> Result<(), SendError> {
-    let req = hyper::Request::post(url)
+    let mut req = hyper::Request::post(url);
+    if let Some(len) = content_length {
+        req = req.header(hyper::header::CONTENT_LENGTH, len);
+    }
+    let req = req
         .header(HEADER_CLUSTER, format!("{:x}", shared.cluster_id))
         .header(HEADER_FROM, shared.self_id.to_string())
         .header(HEADER_TO, to.to_string())

@@ -7,12 +7,16 @@
 //! the command bytes and the raft index (time never is: expiry is a command the leader
 //! proposes, see `expiry.rs`).
 
+use std::io::Read;
 use std::sync::Arc;
 
 use engine::{Command as Committed, ImageError, Rejected, StateMachine};
 
 use crate::command::Command;
 use crate::registry::{Effect, Registry};
+
+/// The largest registry image a member restores or accepts from a peer.
+const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
 /// Applies registry commands to the shared [`Registry`].
 pub struct RegistryMachine {
@@ -35,14 +39,16 @@ impl StateMachine for RegistryMachine {
         Ok(self.registry.apply(c.index, command))
     }
 
-    fn restore(&mut self, image: &[u8], index: u64) -> Result<(), ImageError> {
-        let services = crate::image::decode(image).map_err(|e| ImageError(e.to_string()))?;
+    fn restore(&mut self, image: &mut dyn Read, index: u64) -> Result<(), ImageError> {
+        let image = engine::read_small_image(image, MAX_IMAGE_BYTES)?;
+        let services = crate::image::decode(&image).map_err(|e| ImageError(e.to_string()))?;
         self.registry.restore(services, index);
         Ok(())
     }
 
-    fn validate(image: &[u8]) -> Result<(), ImageError> {
-        crate::image::decode(image)
+    fn validate(image: &mut dyn Read) -> Result<(), ImageError> {
+        let image = engine::read_small_image(image, MAX_IMAGE_BYTES)?;
+        crate::image::decode(&image)
             .map(|_| ())
             .map_err(|e| ImageError(e.to_string()))
     }

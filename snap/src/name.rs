@@ -9,6 +9,8 @@ const SNAP_SUFFIX: &str = ".snap";
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Appended to a snapshot file name when the file fails its checks.
 pub(crate) const BROKEN_SUFFIX: &str = ".broken";
+/// Appended to a snapshot file name while a received snapshot waits to be installed.
+pub(crate) const STAGED_SUFFIX: &str = ".staged";
 
 /// The file name of the snapshot at (`index`, `term`).
 pub(crate) fn snap_file_name(index: u64, term: u64) -> String {
@@ -25,6 +27,13 @@ pub(crate) fn parse_snap_file_name(name: &str) -> Option<(u64, u64)> {
 /// True for a temp file left behind by an interrupted save: `<snapshot file name>.tmp`.
 pub(crate) fn is_temp_file_name(name: &str) -> bool {
     name.strip_suffix(TEMP_SUFFIX)
+        .and_then(parse_snap_file_name)
+        .is_some()
+}
+
+/// True for a received snapshot not installed (yet): `<snapshot file name>.staged`.
+pub(crate) fn is_staged_file_name(name: &str) -> bool {
+    name.strip_suffix(STAGED_SUFFIX)
         .and_then(parse_snap_file_name)
         .is_some()
 }
@@ -52,6 +61,8 @@ mod tests {
             let name = snap_file_name(index, term);
             assert_eq!(parse_snap_file_name(&name), Some((index, term)));
             assert!(is_temp_file_name(&format!("{name}{TEMP_SUFFIX}")));
+            assert!(is_staged_file_name(&format!("{name}{STAGED_SUFFIX}")));
+            assert!(parse_snap_file_name(&format!("{name}{STAGED_SUFFIX}")).is_none());
         }
         assert_eq!(
             snap_file_name(0x10, 0x2),

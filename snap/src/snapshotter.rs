@@ -8,6 +8,10 @@
 //!   metadata matched its name.
 //! - Nothing is deleted except by [`Snapshotter::purge`]; a corrupt file is renamed
 //!   `*.broken` and kept for inspection.
+//! - A snapshot received from a peer is written as `*.snap.staged` ([`Snapshotter::stage`]),
+//!   which no load or purge looks at, checked there, and becomes `*.snap` only by
+//!   [`Snapshotter::install_staged`] (or is discarded). Staging may run concurrently with
+//!   `save` and `purge`.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -20,7 +24,8 @@ use raft_proto::eraftpb::{Snapshot, SnapshotMetadata};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::name::{
-    is_temp_file_name, parse_snap_file_name, snap_file_name, BROKEN_SUFFIX, TEMP_SUFFIX,
+    is_staged_file_name, is_temp_file_name, parse_snap_file_name, snap_file_name, BROKEN_SUFFIX,
+    STAGED_SUFFIX, TEMP_SUFFIX,
 };
 
 /// Owner of one snapshot directory.
@@ -214,7 +219,95 @@ impl Snapshotter {
     /// # Errors
     /// As [`Snapshotter::load`], except that a CRC mismatch is reported by `finish`.
     pub fn read_data(&self, index: u64, term: u64) -> Result<DataReader> {
+        self.open_data(self.dir.join(snap_file_name(index, term)), index, term)
+    }
+
+    /// Writes a snapshot received from a peer as `<name>.staged`, streamed from `write_data`
+    /// (which MUST write exactly `data_len` bytes), and fsyncs it. The file is not a snapshot
+    /// yet: loads, lists and purges ignore it until [`Snapshotter::install_staged`]. A staged
+    /// file of the same (index, term) is replaced.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::save_streamed`]; the partial file is removed.
+    pub fn stage<F>(&self, metadata: &SnapshotMetadata, data_len: u64, write_data: F) -> Result<()>
+    where
+        F: FnOnce(&mut dyn Write) -> io::Result<()>,
+    {
+        if metadata.index == 0 {
+            return Err(Error::EmptySnapshot);
+        }
+        let head =
+            format::encode_head(metadata, data_len).map_err(|reason| Error::Encode { reason })?;
+        let path = self.staged_path(metadata.index, metadata.term);
+        let written = write_streamed(&path, &head, data_len, write_data);
+        if written.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        written
+    }
+
+    /// Opens a staged snapshot's data as a stream, as [`Snapshotter::read_data`] does for a
+    /// snapshot file.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::read_data`].
+    pub fn read_staged(&self, index: u64, term: u64) -> Result<DataReader> {
+        self.open_data(self.staged_path(index, term), index, term)
+    }
+
+    /// Makes a staged snapshot a snapshot file (rename, directory fsync); the caller then
+    /// writes its WAL mark. Replaces a snapshot file of the same (index, term).
+    ///
+    /// # Errors
+    /// [`Error::NoSnapshot`] when nothing is staged at (index, term); [`Error::Io`] when the
+    /// rename or the fsync fails.
+    pub fn install_staged(&self, index: u64, term: u64) -> Result<PathBuf> {
+        let staged = self.staged_path(index, term);
         let path = self.dir.join(snap_file_name(index, term));
+        match fs::rename(&staged, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NoSnapshot),
+            Err(e) => {
+                let what = format!("rename {} to {}", staged.display(), path.display());
+                return Err(Error::io(what, e));
+            }
+        }
+        sync_dir(&self.dir)?;
+        Ok(path)
+    }
+
+    /// Removes the staged snapshot at (index, term), if any (best effort: a leftover is
+    /// removed by [`Snapshotter::discard_all_staged`] at the next start).
+    pub fn discard_staged(&self, index: u64, term: u64) {
+        let _ = fs::remove_file(self.staged_path(index, term));
+    }
+
+    /// Removes every staged snapshot (at start: none of them was installed); returns their
+    /// paths.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be read or a file cannot be removed.
+    pub fn discard_all_staged(&self) -> Result<Vec<PathBuf>> {
+        let doomed: Vec<PathBuf> = self
+            .scan()?
+            .staged
+            .iter()
+            .map(|name| self.dir.join(name))
+            .collect();
+        for path in &doomed {
+            fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+        }
+        Ok(doomed)
+    }
+
+    fn staged_path(&self, index: u64, term: u64) -> PathBuf {
+        self.dir
+            .join(format!("{}{STAGED_SUFFIX}", snap_file_name(index, term)))
+    }
+
+    /// Opens the snapshot file at `path`, which should hold (index, term), for streaming.
+    fn open_data(&self, path: PathBuf, index: u64, term: u64) -> Result<DataReader> {
         let context = |what: &str| format!("{what} {}", path.display());
         let corrupt = |reason: String| Error::Corrupt {
             file: path.clone(),
@@ -330,6 +423,8 @@ impl Snapshotter {
                 scan.snaps.push(id);
             } else if is_temp_file_name(&name) {
                 scan.temps.push(name);
+            } else if is_staged_file_name(&name) {
+                scan.staged.push(name);
             }
         }
         scan.snaps.sort_unstable_by(|a, b| b.cmp(a));
@@ -344,6 +439,8 @@ struct Scan {
     snaps: Vec<(u64, u64)>,
     /// Names of temp files left by interrupted saves.
     temps: Vec<String>,
+    /// Names of staged (received, not installed) snapshots.
+    staged: Vec<String>,
 }
 
 /// Creates `dir` and any missing ancestors, fsyncing the parent of each one created.
@@ -462,6 +559,11 @@ impl DataReader {
     /// The snapshot's metadata.
     pub fn metadata(&self) -> &SnapshotMetadata {
         &self.metadata
+    }
+
+    /// Data bytes not read yet (all of them, before the first read).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
     }
 
     /// Reads whatever data is left and checks the file's CRC.

@@ -476,3 +476,48 @@ fn read_data_streams_the_bytes_and_checks_the_crc() {
     assert!(matches!(r.finish(), Err(Error::Corrupt { .. })));
     assert!(matches!(s.read_data(5, 1), Err(Error::NoSnapshot)));
 }
+
+#[test]
+fn staged_snapshots_are_invisible_until_installed() {
+    // Intent: a received snapshot written by stage is not listed, loaded or purged; it reads
+    // back (with its CRC checked) from read_staged; install_staged turns it into the snapshot
+    // file; discard and discard_all_staged remove what was never installed.
+    let (_tmp, snapshotter) = setup();
+    let s = snapshot(9, 2);
+    let meta = s.get_metadata();
+    let data = s.data.clone();
+    snapshotter
+        .stage(meta, data.len() as u64, |w| w.write_all(&data))
+        .expect("stage");
+    assert!(snapshotter.list().expect("list").is_empty());
+    assert!(!snapshotter.has(9, 2));
+    snapshotter.purge(0).expect("purge");
+    let mut reader = snapshotter.read_staged(9, 2).expect("read staged");
+    assert_eq!(reader.remaining(), data.len() as u64);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut got).expect("read");
+    reader.finish().expect("crc");
+    assert_eq!(got, &data[..]);
+    snapshotter.install_staged(9, 2).expect("install");
+    assert_eq!(snapshotter.load(9, 2).expect("load"), s);
+    assert!(matches!(
+        snapshotter.install_staged(9, 2),
+        Err(Error::NoSnapshot)
+    ));
+
+    // A stage that writes the wrong length leaves nothing behind.
+    let short = snapshotter.stage(snapshot(10, 2).get_metadata(), 5, |w| w.write_all(b"abc"));
+    assert!(short.is_err());
+    snapshotter
+        .stage(snapshot(11, 2).get_metadata(), 1, |w| w.write_all(b"x"))
+        .expect("stage");
+    snapshotter
+        .stage(snapshot(12, 2).get_metadata(), 1, |w| w.write_all(b"y"))
+        .expect("stage");
+    snapshotter.discard_staged(11, 2);
+    assert_eq!(snapshotter.discard_all_staged().expect("discard").len(), 1);
+    assert_eq!(
+        file_names(snapshotter.dir()),
+        vec!["0000000000000002-0000000000000009.snap"]
+    );
+}

@@ -43,6 +43,8 @@ pub fn request(
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    // One write, no Nagle: a head and a body in two small writes would wait for a delayed ACK.
+    s.set_nodelay(true)?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -51,8 +53,9 @@ pub fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_reply(&raw)

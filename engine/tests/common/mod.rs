@@ -16,6 +16,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -126,8 +127,9 @@ impl StateMachine for Register {
         Ok(state.values.len() as u64)
     }
 
-    fn restore(&mut self, image: &[u8], index: u64) -> Result<(), ImageError> {
-        Self::validate(image)?;
+    fn restore(&mut self, image: &mut dyn Read, index: u64) -> Result<(), ImageError> {
+        let image = engine::read_small_image(image, REGISTER_IMAGE_LIMIT)?;
+        Self::check(&image)?;
         let values: Vec<u64> = image
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
@@ -138,14 +140,8 @@ impl StateMachine for Register {
         Ok(())
     }
 
-    fn validate(image: &[u8]) -> Result<(), ImageError> {
-        if !image.len().is_multiple_of(8) {
-            return Err(ImageError(format!(
-                "{} bytes is not a whole number of values",
-                image.len()
-            )));
-        }
-        Ok(())
+    fn validate(image: &mut dyn Read) -> Result<(), ImageError> {
+        Self::check(&engine::read_small_image(image, REGISTER_IMAGE_LIMIT)?)
     }
 
     fn image(&self) -> Vec<u8> {
@@ -156,6 +152,21 @@ impl StateMachine for Register {
             .collect()
     }
 }
+
+impl Register {
+    fn check(image: &[u8]) -> Result<(), ImageError> {
+        if !image.len().is_multiple_of(8) {
+            return Err(ImageError(format!(
+                "{} bytes is not a whole number of values",
+                image.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The largest register image a test node takes.
+const REGISTER_IMAGE_LIMIT: u64 = 256 << 20;
 
 #[derive(clap::Parser)]
 struct Cli {
