@@ -318,7 +318,14 @@ impl Api {
         req: Request<Incoming>,
         deadline: Instant,
     ) -> Answer {
-        let url = match peer_url_body(req, "the new node's", deadline).await {
+        let url = match peer_url_body(
+            req,
+            "the new node's",
+            self.config.peer_tls.is_some(),
+            deadline,
+        )
+        .await
+        {
             Ok(url) => url,
             Err(answer) => return answer,
         };
@@ -330,7 +337,14 @@ impl Api {
     /// `PUT /members/{id}` body = new peer URL, as etcd's `member update`: 204 once applied;
     /// the member listens there from its next start.
     async fn update_member(&self, id: &str, req: Request<Incoming>, deadline: Instant) -> Answer {
-        let url = match peer_url_body(req, "the member's new", deadline).await {
+        let url = match peer_url_body(
+            req,
+            "the member's new",
+            self.config.peer_tls.is_some(),
+            deadline,
+        )
+        .await
+        {
             Ok(url) => url,
             Err(answer) => return answer,
         };
@@ -392,9 +406,12 @@ impl Api {
     async fn metrics_answer(&self, deadline: Instant) -> Answer {
         match self.outcomes.status(&self.node, deadline).await {
             Ok(report) => {
-                let body = self
-                    .metrics
-                    .render(&report, self.kv.len(), self.node.waiting());
+                let body = self.metrics.render(
+                    &report,
+                    self.kv.len(),
+                    self.node.waiting(),
+                    &self.node.cert_expiries(),
+                );
                 hyper::Response::builder()
                     .status(StatusCode::OK)
                     .header(
@@ -423,6 +440,7 @@ impl Api {
 async fn peer_url_body(
     req: Request<Incoming>,
     whose: &str,
+    https: bool,
     deadline: Instant,
 ) -> Result<String, Answer> {
     let body = read_body(req.into_body(), 4096, deadline).await?;
@@ -436,5 +454,12 @@ async fn peer_url_body(
             format!("the body must be {whose} peer URL: {e}"),
         )
     })?;
+    let scheme = if https { "https://" } else { "http://" };
+    if !url.starts_with(scheme) {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("this cluster's peer URLs are {scheme}...: give {whose} peer URL so"),
+        ));
+    }
     Ok(url)
 }

@@ -16,6 +16,7 @@
 //! See ARCHITECTURE.md for the codemap.
 
 pub mod api;
+pub mod certs;
 pub mod command;
 pub mod events;
 pub mod kv;

@@ -1,4 +1,5 @@
-//! `raftexample`: run a node (no subcommand), or `raftexample check` against a cluster.
+//! `raftexample`: run a node (no subcommand), `raftexample check` against a cluster, or
+//! `raftexample certs` to write development TLS certificates.
 
 use clap::{Parser, Subcommand};
 use engine::{Config, NodeArgs};
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a linearizability check against a running cluster.
     Check(check::CheckArgs),
+    /// Write a development CA and member/client certificates for a TLS cluster.
+    Certs(raftexample::certs::CertsArgs),
 }
 
 /// glibc's allocator keeps freed memory of its per-thread arenas and, after the first large
@@ -46,6 +49,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Check(args)) => check::run(&args),
+        Some(Command::Certs(args)) => raftexample::certs::run(&args),
         None => match Config::from_args(&cli.node) {
             Ok(config) => raftexample::server::run(config, &cli.kv),
             Err(e) => {

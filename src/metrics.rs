@@ -30,7 +30,13 @@ impl Metrics {
     }
 
     /// The exposition text for `report`, `keys` in the state machine and `waiting` clients.
-    pub fn render(&self, report: &Status, keys: usize, waiting: usize) -> String {
+    pub fn render(
+        &self,
+        report: &Status,
+        keys: usize,
+        waiting: usize,
+        certs: &[(&str, i64)],
+    ) -> String {
         let mut out = String::new();
         let id = report.id;
         let mut gauge = |name: &str, help: &str, value: u64| {
@@ -127,6 +133,20 @@ impl Metrics {
             out,
             "raftexample_http_responses_total{{id=\"{id}\",code=\"other\"}} {n}"
         );
+        if !certs.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP raftexample_tls_cert_expiry_seconds When the certificate in use on a \
+                 port expires, in seconds since the epoch.\n\
+                 # TYPE raftexample_tls_cert_expiry_seconds gauge"
+            );
+            for (port, at) in certs {
+                let _ = writeln!(
+                    out,
+                    "raftexample_tls_cert_expiry_seconds{{id=\"{id}\",port=\"{port}\"}} {at}"
+                );
+            }
+        }
         out
     }
 }

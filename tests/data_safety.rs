@@ -109,7 +109,14 @@ fn restarting_all_with_a_permuted_cluster_list_keeps_working() {
 fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Option<()> {
     std::fs::create_dir_all(dir).unwrap();
     let out = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        // mode=0700: a data dir others may write to is refused (a tmpfs root is 1777).
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir)
         .output();
     match out {

@@ -1,5 +1,10 @@
 //! Command-line flags and their validation into a [`Plan`].
+//!
+//! `https://` endpoints need `--cacert`; `--cert` and `--key` go together. The TLS files are
+//! read here, so a bad one is a bad-flags exit before any connection.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -24,11 +29,14 @@ const MAX_VALUE_SIZE_BYTES: usize = 64 * 1024 * 1024;
     name = "raftbench",
     version,
     after_help = "The run stops at whichever bound comes first: --duration or --requests.\n\
+                  https:// endpoints need --cacert; add --cert and --key for client \
+                  certificates.\n\
                   Exit status: 0 when a report was printed (even with errors counted in it), \
                   1 when the run could not be done (e.g. preloading failed), 2 on bad flags."
 )]
 pub struct Args {
-    /// Comma-separated client URLs of the cluster's nodes.
+    /// Comma-separated client URLs of the cluster's nodes (http:// or, with --cacert,
+    /// https://).
     #[arg(
         long,
         default_value = "http://127.0.0.1:12380,http://127.0.0.1:22380,http://127.0.0.1:32380"
@@ -69,6 +77,15 @@ pub struct Args {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// PEM file of the CA certificates that verify the servers; needed for https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate presented to the servers (with --key and --cacert).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 /// A flag value that parses but cannot be run.
@@ -80,6 +97,9 @@ pub enum ArgsError {
     /// A number or duration outside what the tool can honour.
     #[error("{0}")]
     OutOfRange(String),
+    /// TLS flags that do not fit together, or a TLS file that cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Args {
@@ -108,6 +128,7 @@ impl Args {
         if self.threads == Some(0) {
             return out_of_range("--threads must be at least 1");
         }
+        let tls = self.tls(&endpoints)?;
         let key_prefix =
             match &self.key_prefix {
                 Some(prefix) if valid_key_prefix(prefix) => prefix.clone(),
@@ -125,7 +146,31 @@ impl Args {
             max_requests: self.requests,
             request_timeout: self.timeout,
             verify: self.verify,
+            tls,
         })
+    }
+
+    /// The TLS config of `--cacert`, `--cert` and `--key`, if `--cacert` was given.
+    fn tls(&self, endpoints: &[Endpoint]) -> Result<Option<Arc<rustls::ClientConfig>>, ArgsError> {
+        let refuse = |msg: &str| Err(ArgsError::Tls(msg.to_owned()));
+        let client_auth = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return refuse("--cert and --key go together: give both or neither"),
+        };
+        let Some(cacert) = &self.cacert else {
+            if endpoints.iter().any(|e| e.tls_name.is_some()) {
+                return refuse(
+                    "https endpoint needs --cacert FILE (the CA of the servers' certificates)",
+                );
+            }
+            if client_auth.is_some() {
+                return refuse("--cert and --key need --cacert too (and https:// endpoints)");
+            }
+            return Ok(None);
+        };
+        let config = crate::tls::client_config(cacert, client_auth).map_err(ArgsError::Tls)?;
+        Ok(Some(Arc::new(config)))
     }
 }
 
@@ -203,5 +248,34 @@ mod tests {
         }
         assert!(Args::try_parse_from(["raftbench", "--mode", "scan"]).is_err());
         assert!(Args::try_parse_from(["raftbench", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_are_checked_before_any_connection() {
+        // Intent: https without --cacert, --cert without --key (and the reverse) and an
+        // unreadable --cacert are each refused with one sentence; plain http needs no TLS.
+        let plan = |flags: &[&str]| {
+            Args::parse_from(std::iter::once("raftbench").chain(flags.iter().copied()))
+                .plan()
+                .map(|plan| plan.tls.is_some())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(plan(&["--endpoints", "http://127.0.0.1:1"]), Ok(false));
+        let err = plan(&["--endpoints", "http://127.0.0.1:1,https://127.0.0.1:2"]).unwrap_err();
+        assert!(err.contains("https endpoint needs --cacert"), "{err}");
+        for half in [["--cert", "client.pem"], ["--key", "client-key.pem"]] {
+            let mut flags = vec!["--endpoints", "https://a:1", "--cacert", "ca.pem"];
+            flags.extend(half);
+            let err = plan(&flags).unwrap_err();
+            assert!(err.contains("--cert and --key go together"), "{err}");
+        }
+        let err = plan(&[
+            "--endpoints",
+            "https://a:1",
+            "--cacert",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }

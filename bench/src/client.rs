@@ -1,10 +1,12 @@
 //! One closed-loop client's HTTP/1.1 keep-alive connection.
 //!
 //! A [`Client`] holds at most one connection (a raw hyper http1 handshake over a TCP
-//! stream) and sends one request at a time on it. Any failure or timeout drops the
+//! stream, or over a rustls stream on it for `https://` endpoints) and sends one request at
+//! a time on it. A failed TLS handshake counts as a connect error. Any failure or timeout drops the
 //! connection; the next request reconnects. A connection that the server closed while idle
 //! is replaced before sending, without counting an error (nothing was sent on it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +15,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 
 use crate::endpoint::Endpoint;
 
@@ -26,7 +30,7 @@ pub enum Outcome {
     Status(u16),
     /// No complete answer within the request timeout.
     Timeout,
-    /// The TCP connection could not be opened.
+    /// The TCP connection (or its TLS handshake) could not be made.
     Connect,
     /// The connection failed mid-request (reset, closed, malformed answer).
     Io,
@@ -53,6 +57,8 @@ pub struct Call {
 pub struct Client {
     endpoint: Endpoint,
     request_timeout: Duration,
+    /// Set for `https://` endpoints only.
+    tls: Option<TlsConnector>,
     conn: Option<Conn>,
 }
 
@@ -69,11 +75,20 @@ impl Drop for Conn {
 }
 
 impl Client {
-    /// A client for `endpoint`; it connects on its first request.
-    pub fn new(endpoint: Endpoint, request_timeout: Duration) -> Client {
+    /// A client for `endpoint`; it connects on its first request. `tls` is used only when
+    /// the endpoint is `https://` (and an `https://` endpoint without it cannot connect).
+    pub fn new(
+        endpoint: Endpoint,
+        request_timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Client {
+        let tls = tls
+            .filter(|_| endpoint.tls_name.is_some())
+            .map(|config| TlsConnector::from(Arc::clone(config)));
         Client {
             endpoint,
             request_timeout,
+            tls,
             conn: None,
         }
     }
@@ -143,7 +158,7 @@ impl Client {
             }
         }
         if self.conn.is_none() {
-            let mut conn = connect(&self.endpoint).await?;
+            let mut conn = connect(&self.endpoint, self.tls.as_ref()).await?;
             conn.sender.ready().await.map_err(|_| Failure::Io)?;
             self.conn = Some(conn);
         }
@@ -154,12 +169,30 @@ impl Client {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<Conn, Failure> {
+async fn connect(endpoint: &Endpoint, tls: Option<&TlsConnector>) -> Result<Conn, Failure> {
     let stream = TcpStream::connect(endpoint.authority.as_str())
         .await
         .map_err(|_| Failure::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    match (&endpoint.tls_name, tls) {
+        (None, _) => handshake(stream).await,
+        (Some(name), Some(tls)) => {
+            let stream = tls
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|_| Failure::Connect)?;
+            handshake(stream).await
+        }
+        (Some(_), None) => Err(Failure::Connect),
+    }
+}
+
+/// The HTTP/1 handshake over `io`, and the task driving the connection.
+async fn handshake<T>(io: T) -> Result<Conn, Failure>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|_| Failure::Connect)?;
     let driver = tokio::spawn(async move {

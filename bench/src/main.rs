@@ -5,13 +5,17 @@
 //! raftbench --endpoints http://127.0.0.1:12380,http://127.0.0.1:22380 --mode put \
 //!           --connections 64 --duration 10s
 //! mode=put connections=64 elapsed=10.00s ok=... errors=0 req/s=... p50=...ms p90=...ms ...
+//! raftbench --endpoints https://127.0.0.1:12380 --cacert ca.pem --cert client.pem \
+//!           --key client-key.pem
 //! ```
 //!
 //! # Layout
 //! - `args.rs`: flags and their validation into a `Plan`.
-//! - `endpoint.rs`: `http://host:port` endpoints.
+//! - `endpoint.rs`: `http://host:port` and `https://host:port` endpoints.
+//! - `tls.rs`: the TLS config of `--cacert`, `--cert`, `--key` for `https://` endpoints.
 //! - `workload.rs`: modes, keys, values.
-//! - `client.rs`: one keep-alive HTTP/1.1 connection per closed-loop client.
+//! - `client.rs`: one keep-alive HTTP/1.1 connection (over TLS for `https://`) per
+//!   closed-loop client.
 //! - `run.rs`: preload, settle, timed run; all bounded in time.
 //! - `verify.rs`: `--verify`: drain time and read-back of acknowledged writes.
 //! - `report.rs`: counts, latency histogram, text and JSON output.
@@ -27,6 +31,7 @@ mod client;
 mod endpoint;
 mod report;
 mod run;
+mod tls;
 mod verify;
 mod workload;
 

@@ -57,6 +57,8 @@ pub struct Plan {
     /// Put mode: after the run, wait for the cluster to drain and read back every
     /// acknowledged key.
     pub verify: bool,
+    /// TLS config of `https://` endpoints (`--cacert`); `None` when only http is spoken.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a run could not produce a report.
@@ -102,7 +104,10 @@ pub async fn run(plan: Plan) -> Result<Report, RunError> {
     let mut clients: Vec<(usize, Client)> = (0..plan.connections)
         .map(|i| {
             let endpoint = plan.endpoints[i % plan.endpoints.len()].clone();
-            (i, Client::new(endpoint, plan.request_timeout))
+            (
+                i,
+                Client::new(endpoint, plan.request_timeout, plan.tls.as_ref()),
+            )
         })
         .collect();
     if plan.mode.needs_preload() {

@@ -104,6 +104,7 @@ fn plan(endpoints: Vec<Endpoint>, mode: Mode, requests: Option<u64>, duration: D
         max_requests: requests,
         request_timeout: Duration::from_millis(300),
         verify: false,
+        tls: None,
     }
 }
 

@@ -1,11 +1,16 @@
 //! The flags of `raftexample check`, and the duration syntax they use.
+//!
+//! `https://` endpoints need `--cacert` (the CA that signed the servers' certificates); with
+//! `--cert` and `--key` the clients also present a client certificate.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Flags of `raftexample check`; a harness builds one with [`CheckArgs::new`].
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct CheckArgs {
-    /// Client API base URLs of the cluster, comma-separated (http://127.0.0.1:12380,...).
+    /// Client API base URLs of the cluster, comma-separated (http://127.0.0.1:12380,... or
+    /// https://... with --cacert).
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
     /// How long the workload runs (500ms, 30s, 2m).
@@ -30,6 +35,15 @@ pub struct CheckArgs {
     /// Budget of the linearizability search; past it the result is "unknown" (exit 2).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub check_timeout: Duration,
+    /// PEM file of the CA certificates that verify the servers; needed for https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate presented to the servers (with --key and --cacert).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -44,6 +58,9 @@ impl CheckArgs {
             timeout: Duration::from_secs(2),
             seed: None,
             check_timeout: Duration::from_secs(60),
+            cacert: None,
+            cert: None,
+            key: None,
         }
     }
 }

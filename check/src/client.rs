@@ -9,15 +9,21 @@
 //! | 504, other status                           | `Indeterminate` | `Failed`            |
 //! | no connection could be made (nothing sent)  | `NotApplied`    | `Failed`            |
 //! | timeout, connection lost after sending      | `Indeterminate` | `Failed`            |
+//!
+//! Endpoints are `http://` or `https://`; the connector is always hyper-rustls over an
+//! [`HttpConnector`] (plain TCP for `http://`), with the config of [`crate::tls`]. A failed
+//! TLS handshake is a connect failure: nothing was sent.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 
 use crate::error::Error;
 use crate::history::{OpKind, Outcome};
@@ -40,15 +46,22 @@ pub(crate) enum Reply {
 
 /// An HTTP/1 client with its own connection pool and a per-request timeout.
 pub(crate) struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl HttpClient {
-    pub(crate) fn new(timeout: Duration) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+    /// A client for `http://` URLs, and for `https://` ones verified with `tls`.
+    pub(crate) fn new(timeout: Duration, tls: ClientConfig) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new()).build(connector);
         HttpClient { inner, timeout }
     }
@@ -134,8 +147,8 @@ fn maybe_applied(is_read: bool) -> Outcome {
     }
 }
 
-/// Checks that `endpoint` is a plain `http://host:port` base URL and returns it without a
-/// trailing slash.
+/// Checks that `endpoint` is an `http://host:port` or `https://host:port` base URL and returns
+/// it without a trailing slash.
 ///
 /// # Errors
 /// [`Error::BadEndpoint`] naming what is wrong.
@@ -147,9 +160,10 @@ pub(crate) fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|_| bad("not a URL; expected http://HOST:PORT"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("only http:// endpoints are supported"));
-    }
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => return Err(bad("only http:// and https:// endpoints are supported")),
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| bad("missing host; expected http://HOST:PORT"))?;
@@ -158,7 +172,7 @@ pub(crate) fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
             "expected a base URL without a path, like http://HOST:PORT",
         ));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -218,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http_base_urls() {
+    fn endpoints_must_be_http_or_https_base_urls() {
         // Intent: good endpoints normalise; bad ones give a typed error, never a panic.
         assert_eq!(
             normalize_endpoint("http://127.0.0.1:12380/")
@@ -230,10 +244,14 @@ mod tests {
             normalize_endpoint("http://localhost:9121").ok().as_deref(),
             Some("http://localhost:9121")
         );
+        assert_eq!(
+            normalize_endpoint("https://10.0.0.1:2379/").ok().as_deref(),
+            Some("https://10.0.0.1:2379")
+        );
         for bad in [
             "",
             "127.0.0.1:1",
-            "https://a:1",
+            "ftp://a:1",
             "http://a:1/x",
             "http://a:1/?q",
             "::",

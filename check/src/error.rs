@@ -6,7 +6,7 @@ pub enum Error {
     /// `--endpoints` was empty.
     #[error("no endpoints given: pass --endpoints http://HOST:PORT[,http://HOST:PORT...]")]
     NoEndpoints,
-    /// An endpoint is not a plain `http://host:port` base URL.
+    /// An endpoint is not an `http://host:port` or `https://host:port` base URL.
     #[error("bad endpoint {endpoint:?}: {reason}")]
     BadEndpoint {
         /// The endpoint as given.
@@ -17,6 +17,9 @@ pub enum Error {
     /// A flag value the workload cannot use.
     #[error("bad argument: {0}")]
     BadArgument(&'static str),
+    /// A TLS file (`--cacert`, `--cert`, `--key`) cannot be read or used.
+    #[error("{0}")]
+    Tls(String),
     /// Not a single request got an HTTP answer from any endpoint.
     #[error("no endpoint answered any request ({endpoints}): is the cluster running?")]
     Unreachable {

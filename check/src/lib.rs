@@ -15,7 +15,8 @@
 //! # Layout
 //! - `args.rs`: [`CheckArgs`] (the flags) and [`parse_duration`].
 //! - `workload.rs`: the clients ([`run_workload`]); `client.rs`: one HTTP request and the
-//!   classification of its answer; `progress.rs`: live counters and the progress line.
+//!   classification of its answer; `tls.rs`: the TLS config of `--cacert`, `--cert`,
+//!   `--key` (for `https://` endpoints); `progress.rs`: live counters and the progress line.
 //! - `history.rs`: [`History`], [`Operation`], [`Outcome`].
 //! - `checker.rs`: splitting by key, checking in parallel, shrinking failures
 //!   ([`check_history`]); `window.rs`: a time window of one key's history as search input,
@@ -44,6 +45,7 @@ mod progress;
 mod report;
 mod rng;
 mod search;
+mod tls;
 mod window;
 mod workload;
 

@@ -14,12 +14,15 @@
 //!   unavailable cluster is not hammered in a tight loop.
 //! - The workload ends at `--duration` or when `stop` turns true; operations in flight finish
 //!   (each within `--timeout`).
+//! - `https://` endpoints need `--cacert`; the TLS flags are checked and their files read
+//!   before the first operation, so a bad file is a "cannot run", not a run of failures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::Method;
+use rustls::ClientConfig;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -29,6 +32,7 @@ use crate::error::Error;
 use crate::history::{History, OpKind, Operation};
 use crate::progress::Progress;
 use crate::rng::SplitMix64;
+use crate::tls;
 
 /// Pause after an operation known not applied.
 const BACKOFF: Duration = Duration::from_millis(20);
@@ -43,7 +47,8 @@ const PUT_PERCENT: u64 = 50;
 /// A `stop` whose sender is dropped never stops the run early.
 ///
 /// # Errors
-/// Bad arguments ([`Error::NoEndpoints`], [`Error::BadEndpoint`], [`Error::BadArgument`]);
+/// Bad arguments ([`Error::NoEndpoints`], [`Error::BadEndpoint`], [`Error::BadArgument`],
+/// [`Error::Tls`]);
 /// [`Error::Unreachable`] when not one request got an HTTP answer; [`Error::ClientTask`] if a
 /// client task died.
 pub async fn run_workload(args: &CheckArgs, stop: watch::Receiver<bool>) -> Result<History, Error> {
@@ -87,6 +92,8 @@ struct Plan {
     keys: u64,
     deletes: bool,
     timeout: Duration,
+    /// Every client's TLS config (trusting nothing without `--cacert`).
+    tls: ClientConfig,
     seed: u64,
     start: Instant,
     end: Instant,
@@ -111,6 +118,12 @@ impl Plan {
         if args.timeout.is_zero() {
             return Err(Error::BadArgument("--timeout must be more than 0"));
         }
+        let (tls, verifies_servers) = tls::client_config(args)?;
+        if !verifies_servers && endpoints.iter().any(|e| e.starts_with("https://")) {
+            return Err(Error::BadArgument(
+                "https endpoint needs --cacert FILE (the CA of the servers' certificates)",
+            ));
+        }
         let clock = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -123,6 +136,7 @@ impl Plan {
             keys: args.keys as u64,
             deletes: args.deletes,
             timeout: args.timeout,
+            tls,
             seed: args.seed.unwrap_or(fresh),
             start,
             end: start + args.duration,
@@ -147,7 +161,7 @@ impl Client {
     fn new(id: usize, plan: Arc<Plan>) -> Client {
         Client {
             id,
-            http: HttpClient::new(plan.timeout),
+            http: HttpClient::new(plan.timeout, plan.tls.clone()),
             rng: SplitMix64::new(plan.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             endpoint: id % plan.endpoints.len(),
             writes: 0,
@@ -217,5 +231,26 @@ impl Client {
         } else {
             OpKind::Get
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_endpoints_need_cacert_and_tls_flags_are_checked_up_front() {
+        // Intent: an https:// endpoint without --cacert, or --cert without --key, is refused
+        // with one sentence before any connection; plain http needs no TLS flag.
+        assert!(Plan::new(&CheckArgs::new(vec!["http://127.0.0.1:1".into()])).is_ok());
+        let https = CheckArgs::new(vec!["http://127.0.0.1:1".into(), "https://a:1".into()]);
+        let err = Plan::new(&https).err().expect("refused").to_string();
+        assert!(err.contains("https endpoint needs --cacert"), "{err}");
+        let cert_only = CheckArgs {
+            cert: Some("client.pem".into()),
+            ..CheckArgs::new(vec!["http://127.0.0.1:1".into()])
+        };
+        let err = Plan::new(&cert_only).err().expect("refused").to_string();
+        assert!(err.contains("--cert and --key go together"), "{err}");
     }
 }

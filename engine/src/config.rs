@@ -70,6 +70,42 @@ pub struct NodeArgs {
     /// demand.
     #[arg(long, default_value_t = 60_000)]
     pub digest_check_interval_ms: u64,
+    /// Client TLS certificate, PEM: turns on TLS on --port (as etcd's --cert-file).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Key of --cert-file, PEM.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA bundle that client certificates must chain to, PEM.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file on the client port.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// Peer TLS certificate, PEM; https:// URLs in --cluster need it. Used to listen and to
+    /// dial, so it needs both serverAuth and clientAuth.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Key of --peer-cert-file, PEM.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA bundle that peer certificates must chain to (and that this node trusts when it
+    /// dials a peer), PEM.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require a peer certificate signed by --peer-trusted-ca-file; a request then speaks
+    /// only for the member its certificate names.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
+    /// Accept peer certificates only with this common name.
+    #[arg(long)]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Accept peer certificates only with this DNS or IP subject alternative name.
+    #[arg(long)]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Lowest TLS version accepted on either port: TLS1.2 or TLS1.3.
+    #[arg(long, default_value = "TLS1.2")]
+    pub tls_min_version: String,
     /// Events buffered per event subscriber before it is told it lagged.
     #[arg(long, default_value_t = crate::events::EVENTS_BOUND)]
     pub events_bound: usize,
@@ -141,12 +177,29 @@ pub struct Config {
     pub free_disk_reserve_bytes: u64,
     /// Between the leader's divergence checks (zero: only on demand).
     pub digest_check_interval: Duration,
+    /// TLS on the client port (`--cert-file`...).
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// TLS on the peer port and for dialing peers (`https://` in `--cluster`).
+    pub peer_tls: Option<PeerTls>,
+    /// `--tls-min-version`.
+    pub tls_min_version: crate::tls::MinVersion,
     /// slog level.
     pub log_level: slog::Level,
     /// Test-only broken read mode (see [`NodeArgs::unsafe_local_reads`]).
     pub unsafe_local_reads: bool,
     /// Test-only deliberate panic (see [`NodeArgs::test_panic`]).
     pub test_panic: Option<TestPanic>,
+}
+
+/// The peer port's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTls {
+    /// Certificate, key, CA, client-cert auth.
+    pub files: crate::tls::TlsFiles,
+    /// `--peer-cert-allowed-cn`.
+    pub allowed_cn: Option<String>,
+    /// `--peer-cert-allowed-hostname`.
+    pub allowed_hostname: Option<String>,
 }
 
 /// A flag value or combination that cannot work; the message is the one sentence printed.
@@ -231,6 +284,8 @@ impl Config {
             return Err(bad("--wal-segment-size-bytes must be at least 4096"));
         }
         let log_level = parse_level(&args.log_level)?;
+        let (client_tls, peer_tls) = tls_flags(args, &cluster)?;
+        let tls_min_version = crate::tls::MinVersion::parse(&args.tls_min_version).map_err(bad)?;
         Ok(Config {
             id: args.id,
             cluster,
@@ -252,6 +307,9 @@ impl Config {
             events_bound: args.events_bound,
             free_disk_reserve_bytes: args.free_disk_reserve_bytes,
             digest_check_interval: Duration::from_millis(args.digest_check_interval_ms),
+            client_tls,
+            peer_tls,
+            tls_min_version,
             log_level,
             unsafe_local_reads: args.unsafe_local_reads,
             test_panic: args.test_panic,
@@ -309,15 +367,20 @@ impl Config {
     /// it listens on every interface, the host of this node's peer URL with the client port.
     pub fn client_url(&self) -> String {
         let addr = self.client_addr;
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if !addr.ip().is_unspecified() {
-            return format!("http://{addr}");
+            return format!("{scheme}://{addr}");
         }
         let host = self
             .cluster_url(self.id)
             .and_then(|url| parse_peer_url(url).ok())
             .map(|(host, _)| host)
             .unwrap_or_else(|| "127.0.0.1".to_string());
-        format!("http://{host}:{}", addr.port())
+        format!("{scheme}://{host}:{}", addr.port())
     }
 }
 
@@ -328,10 +391,14 @@ impl Config {
 pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
     let shape = || {
         bad(format!(
-            "peer URL {url:?} is not of the form http://host:port (for example http://127.0.0.1:12379)"
+            "peer URL {url:?} is not of the form http://host:port or https://host:port (for \
+             example http://127.0.0.1:12379)"
         ))
     };
-    let rest = url.strip_prefix("http://").ok_or_else(shape)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(shape)?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(shape)?;
     if host.is_empty() || host.contains('/') || port.is_empty() {
         return Err(shape());
@@ -341,6 +408,85 @@ pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
         return Err(shape());
     }
     Ok((host.to_string(), port))
+}
+
+/// The TLS settings of both ports, or the sentence refusing the combination: `https` peer
+/// URLs need a peer certificate and a plain `http` cluster takes none; `--cluster` is all one
+/// scheme; a certificate comes with its key; client-cert auth needs a certificate.
+fn tls_flags(
+    args: &NodeArgs,
+    cluster: &[String],
+) -> Result<(Option<crate::tls::TlsFiles>, Option<PeerTls>), ConfigError> {
+    let https = cluster.iter().filter(|u| u.starts_with("https://")).count();
+    if https != 0 && https != cluster.len() {
+        return Err(bad(
+            "--cluster mixes http:// and https:// peer URLs: use one scheme for every member",
+        ));
+    }
+    let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, prefix: &str| match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(bad(format!(
+            "--{prefix}cert-file and --{prefix}key-file go together: give both"
+        ))),
+    };
+    let client = pair(&args.cert_file, &args.key_file, "")?;
+    let peer = pair(&args.peer_cert_file, &args.peer_key_file, "peer-")?;
+    if client.is_none() && args.client_cert_auth {
+        return Err(bad("--client-cert-auth needs --cert-file and --key-file"));
+    }
+    let client_tls = client.map(|(cert, key)| crate::tls::TlsFiles {
+        cert,
+        key,
+        ca: args.trusted_ca_file.clone(),
+        client_cert_auth: args.client_cert_auth,
+        flag_prefix: "",
+    });
+    let peer_tls = match (https > 0, peer) {
+        (false, None) => {
+            let peer_only = args.peer_client_cert_auth
+                || args.peer_trusted_ca_file.is_some()
+                || args.peer_cert_allowed_cn.is_some()
+                || args.peer_cert_allowed_hostname.is_some();
+            if peer_only {
+                return Err(bad(
+                    "peer TLS flags are given but --cluster uses http:// URLs: use https:// URLs \
+                     and --peer-cert-file/--peer-key-file",
+                ));
+            }
+            None
+        }
+        (false, Some(_)) => {
+            return Err(bad(
+                "--peer-cert-file is given but --cluster uses http:// URLs: use https:// URLs",
+            ))
+        }
+        (true, None) => {
+            return Err(bad(
+                "--cluster uses https:// URLs but no --peer-cert-file/--peer-key-file is given",
+            ))
+        }
+        (true, Some((cert, key))) => {
+            if args.peer_trusted_ca_file.is_none() {
+                return Err(bad(
+                    "https:// peers need --peer-trusted-ca-file: the CA this node checks its \
+                     peers' certificates against",
+                ));
+            }
+            Some(PeerTls {
+                files: crate::tls::TlsFiles {
+                    cert,
+                    key,
+                    ca: args.peer_trusted_ca_file.clone(),
+                    client_cert_auth: args.peer_client_cert_auth,
+                    flag_prefix: "peer-",
+                },
+                allowed_cn: args.peer_cert_allowed_cn.clone(),
+                allowed_hostname: args.peer_cert_allowed_hostname.clone(),
+            })
+        }
+    };
+    Ok((client_tls, peer_tls))
 }
 
 /// The socket address of a peer URL.

@@ -154,6 +154,7 @@ struct Shared<O> {
     events: EventSource,
     config: Arc<Config>,
     disk: Arc<crate::disk::DiskSpace>,
+    expiries: crate::tls::Expiries,
 }
 
 /// The application's handle on a running node; cheap to clone.
@@ -178,6 +179,8 @@ pub(crate) struct HandleParts<O> {
     pub events: EventSource,
     pub config: Arc<Config>,
     pub disk: Arc<crate::disk::DiskSpace>,
+    /// Certificate expiries, by port.
+    pub expiries: crate::tls::Expiries,
 }
 
 /// How a raft thread refusal reads to a caller, and whether waiting can help.
@@ -217,8 +220,25 @@ impl<O: Send + 'static> Handle<O> {
                 events: parts.events,
                 config: parts.config,
                 disk: parts.disk,
+                expiries: parts.expiries,
             }),
         }
+    }
+
+    /// When each port's certificate in use expires (seconds since the epoch), by port.
+    pub fn cert_expiries(&self) -> Vec<(&'static str, i64)> {
+        let expiries = self
+            .shared
+            .expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        expiries.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Records the expiry of `port`'s certificate in use (the client port's is the
+    /// application's to load; see `app.rs`).
+    pub fn set_cert_expiry(&self, port: &'static str, not_after: i64) {
+        crate::tls::set_expiry(&self.shared.expiries, port, not_after);
     }
 
     /// The node's configuration.

@@ -40,6 +40,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub async fn serve<H, F>(
     listener: TcpListener,
     max_connections: usize,
+    tls: Option<crate::tls::Acceptor>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     logger: Logger,
@@ -49,6 +50,7 @@ pub async fn serve<H, F>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
+    let handshake_failures = Arc::new(HandshakeLog::default());
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
@@ -58,8 +60,8 @@ pub async fn serve<H, F>(
             accepted = listener.accept() => accepted,
             _ = stopped(&mut shutdown) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 warn!(logger, "accept failed"; "error" => %e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -68,23 +70,89 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h(req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(crate::limits::MAX_REQUEST_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let Some(tls) = tls.as_ref().map(crate::tls::Acceptor::current) else {
+            tokio::spawn(async move {
+                let _ = watcher
+                    .watch(connection(TokioIo::new(stream), h, None))
+                    .await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (logger, failures) = (logger.clone(), handshake_failures.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            // The handshake gets the same time as a request head.
+            let accepted = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await;
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return failures.log(&logger, remote, &e.to_string()),
+                Err(_) => return failures.log(&logger, remote, "no handshake in time"),
+            };
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::PeerCertificate(Arc::new(c.clone().into_owned())));
+            let _ = watcher
+                .watch(connection(TokioIo::new(stream), h, cert))
+                .await;
             drop(permit);
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+}
+
+/// One HTTP/1 connection; every request carries the peer's certificate, if any, in its
+/// extensions.
+fn connection<I, H, F>(
+    io: TokioIo<I>,
+    handler: H,
+    cert: Option<crate::tls::PeerCertificate>,
+) -> impl hyper_util::server::graceful::GracefulConnection<Output = Result<(), hyper::Error>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send + 'static,
+{
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let h = handler.clone();
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        async move { Ok::<_, Infallible>(h(req).await) }
+    });
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(crate::limits::MAX_REQUEST_HEAD_BYTES)
+        .serve_connection(io, svc)
+}
+
+/// Failed TLS handshakes, logged with their reason at most once a second (a scanner or a
+/// plain-HTTP client must not flood the log), with the count since the last line.
+#[derive(Default)]
+struct HandshakeLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl HandshakeLog {
+    fn log(&self, logger: &Logger, remote: std::net::SocketAddr, why: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        let now = std::time::Instant::now();
+        if state
+            .0
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        warn!(logger, "TLS handshake refused"; "remote" => %remote, "why" => why,
+            "refused_since_last_line" => state.1);
+        *state = (Some(now), 0);
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -100,6 +100,7 @@ pub mod recovery;
 mod snapshot_builder;
 pub mod state_machine;
 mod storage;
+pub mod tls;
 pub mod transport;
 pub mod waiters;
 

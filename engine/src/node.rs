@@ -40,6 +40,74 @@ fn fail(msg: impl Into<String>) -> StartError {
     StartError(msg.into())
 }
 
+/// Data dirs and files are this node's alone: everything the process creates is 0700 (dirs)
+/// or 0600 (files) through its umask, and a data dir that others could write to is refused
+/// (they could plant or change the log).
+fn check_private_dirs(config: &Config) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    for dir in [&config.wal_dir, &config.snap_dir] {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue; // created later, 0700
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(fail(format!(
+                "the data dir {} is writable by group or others (mode {mode:o}): run chmod 700 \
+                 {}",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Loads and checks the peer port's TLS (`https://` peers), refusing to start with one
+/// sentence; warns when the certificate expires within [`crate::tls::EXPIRY_WARNING`].
+fn load_peer_tls(
+    config: &Config,
+    logger: &Logger,
+) -> Result<Option<crate::tls::PeerTlsContext>, StartError> {
+    let Some(peer) = &config.peer_tls else {
+        return Ok(None);
+    };
+    let own_host = config
+        .cluster_url(config.id)
+        .and_then(crate::tls::url_host)
+        .map(str::to_string);
+    let files = &peer.files;
+    let loaded =
+        crate::tls::load(files, own_host.as_deref(), files.client_cert_auth).map_err(fail)?;
+    warn_expiry(logger, "--peer-cert-file", &files.cert, loaded.not_after);
+    let min = config.tls_min_version;
+    Ok(Some(crate::tls::PeerTlsContext {
+        acceptor: crate::tls::Acceptor::new(&loaded, min).map_err(fail)?,
+        client: crate::tls::client_config(&loaded, min).map_err(fail)?,
+        policy: Arc::new(crate::tls::PeerPolicy {
+            require_cert: files.client_cert_auth,
+            allowed_cn: peer.allowed_cn.clone(),
+            allowed_hostname: peer.allowed_hostname.clone(),
+        }),
+        not_after: loaded.not_after,
+    }))
+}
+
+/// Logs a warning when a certificate expires within [`crate::tls::EXPIRY_WARNING`].
+pub fn warn_expiry(logger: &Logger, flag: &str, file: &std::path::Path, not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let left = not_after.saturating_sub(now);
+    if left < crate::tls::EXPIRY_WARNING.as_secs() as i64 {
+        warn!(logger, "a certificate expires soon: renew it and send SIGHUP";
+            "flag" => flag, "file" => file.display().to_string(), "days_left" => left / 86_400);
+    }
+}
+
 /// A running node.
 pub struct Node<O> {
     handle: Handle<O>,
@@ -49,6 +117,54 @@ pub struct Node<O> {
     peer_server: tokio::task::JoinHandle<()>,
     client_connections: usize,
     logger: Logger,
+    tls: TlsReloader,
+}
+
+/// Reloads the peer port's TLS (see [`TlsReloader::reload`]); cloned out of a [`Node`].
+#[derive(Clone)]
+pub struct TlsReloader {
+    /// The peer port's TLS and the transport's client, which a reload replaces.
+    peer: Option<(
+        crate::tls::PeerTlsContext,
+        Arc<std::sync::RwLock<crate::transport::HttpClient>>,
+    )>,
+    config: Arc<Config>,
+    logger: Logger,
+    expiries: crate::tls::Expiries,
+}
+
+impl TlsReloader {
+    /// Reads the peer certificate, key and CA again (SIGHUP): connections accepted or dialed
+    /// from now on use them, existing ones keep theirs. A file that does not load keeps the
+    /// old material; the sentence says why. `Ok(false)` without peer TLS.
+    ///
+    /// # Errors
+    /// The sentence of [`crate::tls::load`].
+    pub fn reload(&self) -> Result<bool, String> {
+        let (Some((tls, http)), Some(peer)) = (&self.peer, &self.config.peer_tls) else {
+            return Ok(false);
+        };
+        let own_host = self
+            .config
+            .cluster_url(self.config.id)
+            .and_then(crate::tls::url_host)
+            .map(str::to_string);
+        let files = &peer.files;
+        let loaded = crate::tls::load(files, own_host.as_deref(), files.client_cert_auth)?;
+        let min = self.config.tls_min_version;
+        let client = crate::tls::client_config(&loaded, min)?;
+        tls.acceptor.replace(&loaded, min)?;
+        *http.write().unwrap_or_else(|e| e.into_inner()) =
+            crate::transport::http_client(self.config.peer_source_addr, Some(client));
+        warn_expiry(
+            &self.logger,
+            "--peer-cert-file",
+            &files.cert,
+            loaded.not_after,
+        );
+        crate::tls::set_expiry(&self.expiries, "peer", loaded.not_after);
+        Ok(true)
+    }
 }
 
 /// Starts a node of `config` around `machine`. MUST be called inside a multi-threaded tokio
@@ -67,6 +183,7 @@ pub async fn start<S: StateMachine>(
     let (max_clients, max_peers) = crate::limits::connection_bounds(nofile);
     info!(logger, "open-file limit"; "nofile" => nofile,
         "max_client_connections" => max_clients, "max_peer_connections" => max_peers);
+    check_private_dirs(&config)?;
     // A fresh node listens on its --cluster URL at once (a taken port is refused before
     // anything touches disk); a node with data listens where the store says it lives.
     let fresh = !wal::Wal::exists(&config.wal_dir);
@@ -74,9 +191,14 @@ pub async fn start<S: StateMachine>(
     if fresh {
         check_not_partly_wiped(&config, stored_incarnation)?;
     }
+    let peer_tls = load_peer_tls(&config, &logger)?;
+    let expiries = crate::tls::Expiries::default();
+    if let Some(t) = &peer_tls {
+        crate::tls::set_expiry(&expiries, "peer", t.not_after);
+    }
     // A fresh node answers probes with "fresh" while it waits for the other initial members.
     let early = match fresh {
-        true => Some(FreshResponder::start(&config, max_peers, &logger).await?),
+        true => Some(FreshResponder::start(&config, max_peers, peer_tls.as_ref(), &logger).await?),
         false => None,
     };
     let snapshotter = snap::Snapshotter::new(&config.snap_dir).map_err(|e| {
@@ -94,7 +216,15 @@ pub async fn start<S: StateMachine>(
         Err(e) => return Err(fail(format!("cannot clean the snapshot directory: {e}"))),
     }
     let incarnation = stored_incarnation.unwrap_or(0) + 1;
-    let recovered = recover_node(&config, &snapshotter, incarnation, &logger).await?;
+    let peer_client = peer_tls.as_ref().map(|t| t.client.clone());
+    let recovered = recover_node(
+        &config,
+        &snapshotter,
+        incarnation,
+        peer_client.clone(),
+        &logger,
+    )
+    .await?;
     let peer_listener = match early {
         Some(early) => early.stop().await?,
         None => bind_peers(stored_peer_addr(&config, &recovered, &logger)?).await?,
@@ -127,14 +257,20 @@ pub async fn start<S: StateMachine>(
         config.free_disk_reserve_bytes,
     );
     tokio::spawn(disk.clone().watch());
-    let gate = Arc::new(PeerGate::new(
-        recovered.cluster_id,
-        config.id,
-        inbox_tx.clone(),
-        S::validate,
-        disk.clone(),
-        snapshotter.clone(),
-    ));
+    let gate = Arc::new(
+        PeerGate::new(
+            recovered.cluster_id,
+            config.id,
+            inbox_tx.clone(),
+            S::validate,
+            disk.clone(),
+            snapshotter.clone(),
+        )
+        .with_peer_policy(
+            peer_tls.as_ref().map(|t| t.policy.clone()),
+            config.cluster.clone(),
+        ),
+    );
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
         recovered.storage,
@@ -152,6 +288,10 @@ pub async fn start<S: StateMachine>(
         applied_rx.clone(),
         config.events_bound,
     );
+    let peer_http = Arc::new(std::sync::RwLock::new(crate::transport::http_client(
+        config.peer_source_addr,
+        peer_client,
+    )));
     let transport = Transport::new(
         tokio::runtime::Handle::current(),
         crate::transport::Sender {
@@ -159,9 +299,9 @@ pub async fn start<S: StateMachine>(
             id: config.id,
             incarnation: (start.incarnation, start.nonce),
         },
-        config.peer_source_addr,
         (config.tick_interval * config.election_ticks as u32).max(Duration::from_secs(1)),
         snapshotter.clone(),
+        peer_http.clone(),
         report_tx.clone(),
         logger.new(slog::o!("part" => "transport")),
     );
@@ -206,12 +346,15 @@ pub async fn start<S: StateMachine>(
     let peer_server = tokio::spawn(crate::http::serve(
         peer_listener,
         max_peers,
+        peer_tls.as_ref().map(|t| t.acceptor.clone()),
         move |req| crate::peer_server::handle(gate.clone(), req),
         peer_stop_rx,
         peer_logger,
     ));
-    warn!(logger, "the peer port is not authenticated: anyone who can reach it can act as a member";
-        "peers" => %config.peer_addr);
+    if peer_tls.as_ref().is_none_or(|t| !t.policy.require_cert) {
+        warn!(logger, "the peer port is not authenticated (no --peer-client-cert-auth): anyone who can reach it can act as a member";
+            "peers" => %config.peer_addr);
+    }
     if config.test_panic == Some(TestPanic::Runtime) {
         tokio::spawn(async { panic!("--test-panic runtime") });
     }
@@ -221,8 +364,9 @@ pub async fn start<S: StateMachine>(
         changes,
         applied: applied_rx,
         events,
-        config,
+        config: config.clone(),
         disk,
+        expiries: expiries.clone(),
     });
     Ok(Node {
         handle,
@@ -231,11 +375,22 @@ pub async fn start<S: StateMachine>(
         peer_stop,
         peer_server,
         client_connections: max_clients,
+        tls: TlsReloader {
+            peer: peer_tls.map(|t| (t, peer_http)),
+            config,
+            logger: logger.clone(),
+            expiries,
+        },
         logger,
     })
 }
 
 impl<O: Send + 'static> Node<O> {
+    /// What reloads this node's peer TLS on SIGHUP.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls.clone()
+    }
+
     /// The application's handle.
     pub fn handle(&self) -> Handle<O> {
         self.handle.clone()
@@ -286,6 +441,7 @@ async fn recover_node(
     config: &Config,
     snapshotter: &snap::Snapshotter,
     incarnation: u64,
+    peer_client: Option<Arc<rustls::ClientConfig>>,
     logger: &Logger,
 ) -> Result<crate::recovery::Recovered, StartError> {
     let fresh = !wal::Wal::exists(&config.wal_dir);
@@ -294,7 +450,7 @@ async fn recover_node(
         (true, false) => Wait::Everyone,
         (false, _) => Wait::OneRound,
     };
-    let answers = probe_peers(config, wait, logger).await;
+    let answers = probe_peers(config, wait, peer_client, logger).await;
     check_records(config, &answers, fresh, incarnation)?;
     let running: Vec<&PeerView> = answers.iter().filter(|a| !a.fresh).collect();
     if fresh {
@@ -554,8 +710,13 @@ fn check_fresh_start(config: &Config, running: &[&PeerView]) -> Result<(), Start
 /// running member names, or, while none has answered, every initial member. Only then can it
 /// know that none of them recorded a start of this ID (a lost data dir) and none runs another
 /// cluster; one that did settles it at once.
-async fn probe_peers(config: &Config, wait: Wait, logger: &Logger) -> Vec<PeerView> {
-    let client = crate::transport::http_client(config.peer_source_addr);
+async fn probe_peers(
+    config: &Config,
+    wait: Wait,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    logger: &Logger,
+) -> Vec<PeerView> {
+    let client = crate::transport::http_client(config.peer_source_addr, tls);
     let started = tokio::time::Instant::now();
     let mut next_warning = started + Duration::from_secs(5);
     let mut answers: Vec<PeerView> = Vec::new();
@@ -692,6 +853,7 @@ impl FreshResponder {
     async fn start(
         config: &Config,
         max_peers: usize,
+        tls: Option<&crate::tls::PeerTlsContext>,
         logger: &Logger,
     ) -> Result<FreshResponder, StartError> {
         let listener = bind_peers(config.peer_addr).await?;
@@ -705,6 +867,7 @@ impl FreshResponder {
         let server = tokio::spawn(crate::http::serve(
             serving,
             max_peers,
+            tls.map(|t| t.acceptor.clone()),
             move |req: hyper::Request<hyper::body::Incoming>| async move {
                 if req.uri().path() == "/raft/cluster" {
                     let answer = serde_json::json!({"fresh": true, "id": id});

@@ -99,11 +99,14 @@ pub enum Refused {
     Busy,
     /// A snapshot without a length, or larger than the limit or the disk (411, 413, 507).
     SnapshotSize,
+    /// A peer certificate that is not allowed, or that does not name the member the request
+    /// claims to come from (403).
+    Identity,
 }
 
 impl Refused {
     /// Every reason, in the order of their counters.
-    pub const ALL: [Refused; 16] = [
+    pub const ALL: [Refused; 17] = [
         Refused::Headers,
         Refused::OtherCluster,
         Refused::WrongReceiver,
@@ -120,6 +123,7 @@ impl Refused {
         Refused::NotLeader,
         Refused::Busy,
         Refused::SnapshotSize,
+        Refused::Identity,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -141,6 +145,7 @@ impl Refused {
             Refused::NotLeader => "not_leader",
             Refused::Busy => "busy",
             Refused::SnapshotSize => "snapshot_size",
+            Refused::Identity => "identity",
         }
     }
 
@@ -152,6 +157,7 @@ impl Refused {
             Refused::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             Refused::NotLeader | Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Refused::SnapshotSize => StatusCode::PAYLOAD_TOO_LARGE,
+            Refused::Identity => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -183,6 +189,11 @@ pub struct PeerGate {
     leader: RwLock<(u64, u64)>,
     /// Set while a snapshot is being received or waits for the raft thread.
     receiving: Arc<AtomicBool>,
+    /// With peer TLS: what a peer's certificate must show.
+    policy: Option<Arc<crate::tls::PeerPolicy>>,
+    /// `--cluster`: whose URL a certificate must name while this node knows no membership
+    /// yet (a joiner before its first snapshot).
+    cluster_urls: Vec<String>,
 }
 
 /// The application's image check (`StateMachine::validate`).
@@ -215,7 +226,66 @@ impl PeerGate {
             snapshots,
             leader: RwLock::new((0, 0)),
             receiving: Arc::new(AtomicBool::new(false)),
+            policy: None,
+            cluster_urls: Vec::new(),
         }
+    }
+
+    /// Checks every peer's certificate against `policy` (peer TLS); `cluster_urls` (the
+    /// `--cluster` list) name the members until a membership is applied here.
+    pub fn with_peer_policy(
+        mut self,
+        policy: Option<Arc<crate::tls::PeerPolicy>>,
+        cluster_urls: Vec<String>,
+    ) -> PeerGate {
+        self.policy = policy;
+        self.cluster_urls = cluster_urls;
+        self
+    }
+
+    /// Whether the certificate of `req`'s connection may speak for member `from` (`None`:
+    /// only that it is an allowed peer certificate), else the refusal. With
+    /// `--peer-client-cert-auth` a certificate speaks only for the member it names: a URI
+    /// SAN equal to that member's peer URL, or its URL's host among the SANs when no other
+    /// member shares that host.
+    fn check_identity(&self, req: &Request<Incoming>, from: Option<u64>) -> Result<(), Refusal> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let refuse = |why: String| (Refused::Identity, why);
+        let cert = req.extensions().get::<crate::tls::PeerCertificate>();
+        let Some(id) = policy.admit(cert).map_err(refuse)? else {
+            return Ok(());
+        };
+        let Some(from) = from.filter(|_| policy.require_cert) else {
+            return Ok(());
+        };
+        let applied = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let members: Vec<(u64, String)> = if applied.is_empty() {
+            (1u64..).zip(self.cluster_urls.iter().cloned()).collect()
+        } else {
+            applied.clone()
+        };
+        drop(applied);
+        let Some((_, url)) = members.iter().find(|(m, _)| *m == from) else {
+            return Err(refuse(format!(
+                "node {from} is not a member this node knows: its certificate ({}) cannot speak \
+                 for it",
+                id.describe()
+            )));
+        };
+        let host = crate::tls::url_host(url);
+        let shared = members
+            .iter()
+            .any(|(m, u)| *m != from && crate::tls::url_host(u) == host);
+        if id.names_member(url, shared) {
+            return Ok(());
+        }
+        Err(refuse(format!(
+            "the peer certificate ({}) does not name node {from} ({url}): a member speaks only \
+             for itself; issue node {from} a certificate with the URI SAN {url}",
+            id.describe()
+        )))
     }
 
     /// Publishes the leader this node follows (0 for none) and the current term (raft
@@ -329,6 +399,10 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
                 .query()
                 .and_then(|q| q.strip_prefix("id="))
                 .and_then(|id| id.parse::<u64>().ok());
+            if let Err((reason, sentence)) = gate.check_identity(&req, asker) {
+                gate.count_refused(reason);
+                return text(reason.status(), sentence);
+            }
             let match_index = asker.map_or(0, |id| gate.match_index(id));
             let started = asker
                 .and_then(|id| gate.start_of(id))
@@ -733,6 +807,7 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusa
             format!("node {from} was removed from this cluster: it must shut down"),
         ));
     }
+    gate.check_identity(req, Some(from))?;
     // A sender that names an older start of itself than the one applied here lost its data
     // (wiped, or rolled back to an older copy): its votes and acknowledgements are not
     // trusted. No header (an older release, a tool) is not checked.

@@ -69,12 +69,14 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// The peer HTTP client.
-pub type HttpClient = Client<HttpConnector, crate::http::Body>;
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, crate::http::Body>;
 
 /// What every sender task needs.
 #[derive(Clone)]
 struct Shared {
-    client: HttpClient,
+    /// Replaced when the peer certificate is reloaded (`Node::reload_tls`); connections
+    /// already pooled keep the old one.
+    client: Arc<std::sync::RwLock<HttpClient>>,
     cluster_id: u64,
     self_id: u64,
     /// [`HEADER_INCARNATION`]'s value.
@@ -112,18 +114,18 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// A transport with no peers yet. `request_timeout` bounds one batch request (a blackholed
-    /// peer then costs at most that long before the next batch).
+    /// A transport with no peers yet, sending through `client` (see [`http_client`]).
+    /// `request_timeout` bounds one batch request (a blackholed peer then costs at most that
+    /// long before the next batch).
     pub fn new(
         runtime: tokio::runtime::Handle,
         sender: Sender,
-        source_addr: Option<IpAddr>,
         request_timeout: Duration,
         files: snap::Snapshotter,
+        client: Arc<std::sync::RwLock<HttpClient>>,
         reports: crossbeam_channel::Sender<Report>,
         logger: Logger,
     ) -> Transport {
-        let client = http_client(source_addr);
         Transport {
             shared: Shared {
                 client,
@@ -210,11 +212,31 @@ impl Transport {
 }
 
 /// The hyper client used for peer traffic (also by the join handshake).
-pub fn http_client(source_addr: Option<IpAddr>) -> HttpClient {
+pub fn http_client(
+    source_addr: Option<IpAddr>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
     connector.set_local_address(source_addr);
+    connector.enforce_http(false);
+    // Without peer TLS the cluster is all http:// (config.rs refuses a mix), so the empty
+    // root store is never used.
+    let tls = tls.unwrap_or_else(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(2)
@@ -430,7 +452,12 @@ async fn post(
         .body(body)
         .map_err(|e| SendError::Http(e.to_string()))?;
     let exchange = async {
-        let resp = shared.client.request(req).await.map_err(|e| {
+        let client = shared
+            .client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let resp = client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 SendError::NotSent(e.to_string())
             } else {
