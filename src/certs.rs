@@ -162,22 +162,7 @@ pub fn generate(
     create_dir(dir)?;
 
     let ca_key = new_key()?;
-    let mut ca_params = params(CA_COMMON_NAME, options);
-    // A subject of its own for every CA, so a certificate of another set is refused as having
-    // an unknown issuer rather than a bad signature.
-    let id: String = ca_params.key_identifier(&ca_key)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    ca_params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, format!("dev CA {id}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let ca_params = ca_params(&ca_key, options);
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(|e| format!("cannot sign the CA certificate: {e}"))?;
@@ -220,6 +205,66 @@ pub fn generate(
         client: client_cert,
         client_key,
     })
+}
+
+/// Issues member `id` at `url` a certificate and key from the CA of `set` (written as
+/// `member-{id}.pem` and `member-{id}-key.pem` in its directory), as [`generate`] issues its
+/// members: for a member added later, such as a joiner or a replacement.
+///
+/// # Errors
+/// One sentence when the CA files do not load, `url` is not `https://host:port`, or a file
+/// cannot be written.
+pub fn issue_member(
+    set: &Generated,
+    id: u64,
+    url: &str,
+    options: &CertOptions,
+) -> Result<MemberFiles, String> {
+    let url = url.trim().trim_end_matches('/');
+    let sans = member_sans(url, &options.hosts)?;
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let key = KeyPair::from_pem(&read(&set.ca_key)?)
+        .map_err(|e| format!("{} is not a key: {e}", set.ca_key.display()))?;
+    let issuer = Issuer::new(ca_params(&key, options), key);
+    let name = format!("member-{id}");
+    let mut member = params(&name, options);
+    member.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if options.member_client_auth {
+        member
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    member.subject_alt_names = sans;
+    let files = MemberFiles {
+        cert: set.dir.join(format!("{name}.pem")),
+        key: set.dir.join(format!("{name}-key.pem")),
+    };
+    issue(&member, &issuer, &name, &files.cert, &files.key)?;
+    Ok(files)
+}
+
+/// The CA's parameters for `ca_key`; the same key gives the same subject, so a CA written by
+/// [`generate`] can issue again from its key alone ([`issue_member`]).
+fn ca_params(ca_key: &KeyPair, options: &CertOptions) -> CertificateParams {
+    let mut ca_params = params(CA_COMMON_NAME, options);
+    // A subject of its own for every CA, so a certificate of another set is refused as having
+    // an unknown issuer rather than a bad signature.
+    let id: String = ca_params.key_identifier(ca_key)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, format!("dev CA {id}"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
 }
 
 /// The SANs of the member at `url`: `hosts`, the host of `url` (each once) and `url` as a URI.

@@ -169,15 +169,36 @@ pub struct Cluster {
     /// Extra flags of every node.
     extra: Vec<String>,
     next_id: u64,
+    /// With mutual TLS between members: the CA, which issues each new ID its certificate.
+    tls: Option<raftexample::certs::Generated>,
 }
 
 impl Cluster {
     /// Starts `n` nodes (each with `extra` flags) behind proxies and waits for a leader.
     pub fn start(runtime: &tokio::runtime::Handle, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(runtime, n, extra, false)
+    }
+
+    /// [`Cluster::start`]; with `tls`, the members speak mutual TLS to each other (https://
+    /// URLs on the proxies, which forward the TLS bytes as they are).
+    pub fn start_with(
+        runtime: &tokio::runtime::Handle,
+        n: usize,
+        extra: &[&str],
+        tls: bool,
+    ) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix("nemesis-")
             .tempdir()
             .expect("temp dir");
+        let certs = tls.then(|| {
+            raftexample::certs::generate(
+                &tmp.path().join("certs"),
+                &["https://127.0.0.1:1".to_string()],
+                &raftexample::certs::CertOptions::default(),
+            )
+            .expect("a dev CA")
+        });
         let mut c = Cluster {
             runtime: runtime.clone(),
             root: tmp.path().to_path_buf(),
@@ -190,6 +211,7 @@ impl Cluster {
             slots: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             next_id: 1,
+            tls: certs,
         };
         let peers: Vec<(u64, SocketAddr)> = (0..n).map(|_| c.new_identity()).collect();
         for (slot, (id, peer_addr)) in peers.into_iter().enumerate() {
@@ -216,8 +238,18 @@ impl Cluster {
             .runtime
             .block_on(Proxy::start("127.0.0.1:0".parse().unwrap(), peer_addr))
             .expect("start proxy");
-        self.urls
-            .insert(id, format!("http://{}", proxy.local_addr()));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", proxy.local_addr());
+        if let Some(certs) = &self.tls {
+            raftexample::certs::issue_member(
+                certs,
+                id,
+                &url,
+                &raftexample::certs::CertOptions::default(),
+            )
+            .expect("a member certificate");
+        }
+        self.urls.insert(id, url);
         self.proxies.insert(id, proxy);
         (id, peer_addr)
     }
@@ -259,6 +291,18 @@ impl Cluster {
         .collect();
         if join {
             args.push("--join".to_string());
+        }
+        if let Some(certs) = &self.tls {
+            let file = |name: String| certs.dir.join(name).to_string_lossy().into_owned();
+            args.extend([
+                "--peer-cert-file".to_string(),
+                file(format!("member-{id}.pem")),
+                "--peer-key-file".to_string(),
+                file(format!("member-{id}-key.pem")),
+                "--peer-trusted-ca-file".to_string(),
+                certs.ca.to_string_lossy().into_owned(),
+                "--peer-client-cert-auth".to_string(),
+            ]);
         }
         args.extend(self.extra.iter().cloned());
         Member {
