@@ -174,21 +174,13 @@ pub fn generate(
 
     let mut members = Vec::with_capacity(urls.len());
     for (index, sans) in sans.into_iter().enumerate() {
-        let name = format!("member-{}", index + 1);
-        let mut member = params(&name, options);
-        member.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        if options.member_client_auth {
-            member
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
-        }
-        member.subject_alt_names = sans;
-        let files = MemberFiles {
-            cert: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}-key.pem")),
-        };
-        issue(&member, &issuer, &name, &files.cert, &files.key)?;
-        members.push(files);
+        members.push(issue_member_with(
+            &issuer,
+            dir,
+            index as u64 + 1,
+            sans,
+            options,
+        )?);
     }
 
     let mut client = params("client", options);
@@ -228,6 +220,18 @@ pub fn issue_member(
     let key = KeyPair::from_pem(&read(&set.ca_key)?)
         .map_err(|e| format!("{} is not a key: {e}", set.ca_key.display()))?;
     let issuer = Issuer::new(ca_params(&key, options), key);
+    issue_member_with(&issuer, &set.dir, id, sans, options)
+}
+
+/// Issues member `id` its certificate (serverAuth, clientAuth unless `options` say no, the
+/// SANs `sans`) and key from `issuer`, into `dir`.
+fn issue_member_with(
+    issuer: &Issuer<'_, KeyPair>,
+    dir: &Path,
+    id: u64,
+    sans: Vec<SanType>,
+    options: &CertOptions,
+) -> Result<MemberFiles, String> {
     let name = format!("member-{id}");
     let mut member = params(&name, options);
     member.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -238,10 +242,10 @@ pub fn issue_member(
     }
     member.subject_alt_names = sans;
     let files = MemberFiles {
-        cert: set.dir.join(format!("{name}.pem")),
-        key: set.dir.join(format!("{name}-key.pem")),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}-key.pem")),
     };
-    issue(&member, &issuer, &name, &files.cert, &files.key)?;
+    issue(&member, issuer, &name, &files.cert, &files.key)?;
     Ok(files)
 }
 

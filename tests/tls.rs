@@ -100,17 +100,7 @@ fn tls_request(
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    tls.write_all(&request)?;
+    tls.write_all(&support::request_bytes(addr, method, path, headers, body))?;
     let mut raw = Vec::new();
     match tls.read_to_end(&mut raw) {
         Ok(_) => {}

@@ -45,6 +45,21 @@ pub fn request(
     s.set_write_timeout(Some(timeout))?;
     // One write, no Nagle: a head and a body in two small writes would wait for a delayed ACK.
     s.set_nodelay(true)?;
+    s.write_all(&request_bytes(addr, method, path, headers, body))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_reply(&raw)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP reply"))
+}
+
+/// One HTTP/1.1 request with `Connection: close`, as bytes.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -55,11 +70,7 @@ pub fn request(
     head.push_str("\r\n");
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
-    s.write_all(&request)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_reply(&raw)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP reply"))
+    request
 }
 
 /// Parses a whole HTTP/1.1 reply (de-chunking a chunked body); `None` when malformed.
