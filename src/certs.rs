@@ -43,6 +43,9 @@ pub struct CertOptions {
     /// serverAuth (members dial each other with them, so a cluster with
     /// `--peer-client-cert-auth` needs it).
     pub member_client_auth: bool,
+    /// Whether member certificates carry their peer URL as a URI SAN (which names the member
+    /// even when members share a host); without it a member is named by its host alone.
+    pub member_uri_san: bool,
 }
 
 impl CertOptions {
@@ -55,6 +58,7 @@ impl CertOptions {
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(i64::from(days)),
             member_client_auth: true,
+            member_uri_san: true,
         }
     }
 
@@ -65,6 +69,15 @@ impl CertOptions {
         CertOptions {
             not_before: now - Duration::days(2),
             not_after: now - Duration::days(1),
+            ..self
+        }
+    }
+
+    /// The same options with member certificates that name their member by host only (no
+    /// URI SAN), for members on hosts of their own.
+    pub fn without_member_uri_san(self) -> CertOptions {
+        CertOptions {
+            member_uri_san: false,
             ..self
         }
     }
@@ -157,7 +170,7 @@ pub fn generate(
         .collect();
     let sans = urls
         .iter()
-        .map(|url| member_sans(url, &options.hosts))
+        .map(|url| member_sans(url, options))
         .collect::<Result<Vec<_>, _>>()?;
     create_dir(dir)?;
 
@@ -213,7 +226,7 @@ pub fn issue_member(
     options: &CertOptions,
 ) -> Result<MemberFiles, String> {
     let url = url.trim().trim_end_matches('/');
-    let sans = member_sans(url, &options.hosts)?;
+    let sans = member_sans(url, options)?;
     let read = |path: &Path| {
         fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -272,10 +285,15 @@ fn ca_params(ca_key: &KeyPair, options: &CertOptions) -> CertificateParams {
 }
 
 /// The SANs of the member at `url`: `hosts`, the host of `url` (each once) and `url` as a URI.
-fn member_sans(url: &str, hosts: &[String]) -> Result<Vec<SanType>, String> {
+fn member_sans(url: &str, options: &CertOptions) -> Result<Vec<SanType>, String> {
     let host = peer_host(url)?;
     let mut sans = Vec::new();
-    for h in hosts.iter().map(String::as_str).chain([host.as_str()]) {
+    for h in options
+        .hosts
+        .iter()
+        .map(String::as_str)
+        .chain([host.as_str()])
+    {
         let san = host_san(h)?;
         if !sans.contains(&san) {
             sans.push(san);
@@ -284,7 +302,9 @@ fn member_sans(url: &str, hosts: &[String]) -> Result<Vec<SanType>, String> {
     let uri = url
         .try_into()
         .map_err(|e| format!("peer URL {url:?} cannot be a URI SAN: {e}"))?;
-    sans.push(SanType::URI(uri));
+    if options.member_uri_san {
+        sans.push(SanType::URI(uri));
+    }
     Ok(sans)
 }
 

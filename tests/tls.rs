@@ -524,3 +524,69 @@ fn data_dirs_are_private_and_an_open_one_is_refused() {
         c.node(1).log()
     );
 }
+
+// Intent: members on hosts of their own (127.0.101.i here) whose certificates name only their
+// host (an IP SAN, no URI SAN) form a mutual-TLS cluster, and a certificate still speaks only
+// for the member whose host it names: member X's certificate claiming to be the leader is
+// refused (403), as itself it is accepted.
+#[test]
+fn members_on_hosts_of_their_own_are_named_by_their_host() {
+    let mut c = Cluster::new(3, &[]);
+    let host = |id: u64| format!("127.0.101.{id}");
+    let urls: Vec<String> = (1..=3)
+        .map(|id| format!("https://{}:{}", host(id), c.node(id).peer_port))
+        .collect();
+    let options = CertOptions {
+        hosts: Vec::new(),
+        ..CertOptions::default()
+    }
+    .without_member_uri_san();
+    let certs = generate(&c.dir().join("certs"), &urls, &options).unwrap();
+    for node in &mut c.nodes {
+        let m = certs.member(node.id).unwrap();
+        let i = node.args.iter().position(|a| a == "--cluster").unwrap();
+        node.args[i + 1] = urls.join(",");
+        node.args.extend(
+            [
+                "--peer-cert-file",
+                m.cert.to_str().unwrap(),
+                "--peer-key-file",
+                m.key.to_str().unwrap(),
+                "--peer-trusted-ca-file",
+                certs.ca.to_str().unwrap(),
+                "--peer-client-cert-auth",
+            ]
+            .map(String::from),
+        );
+    }
+    c.peer_urls = urls;
+    for id in 1..=3 {
+        c.node_mut(id).start();
+    }
+    let leader = c.wait_leader();
+    c.put_eventually(leader, "k", "v");
+    let target = if leader == 3 { 2 } else { 3 };
+    let other = (1..=3).find(|id| *id != leader && *id != target).unwrap();
+    let addr: SocketAddr = format!("{}:{}", host(target), c.node(target).peer_port)
+        .parse()
+        .unwrap();
+    let m = certs.member(other).unwrap();
+    let as_other = client_config(&certs.ca, Some((&m.cert, &m.key)));
+    let path = format!("/raft/cluster?id={other}");
+    let r = tls_request(addr, as_other.clone(), "GET", &path, &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let info: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    let cluster = info["cluster_id"].as_str().unwrap().to_string();
+    let term = c.node(target).status().unwrap()["term"].as_u64().unwrap();
+    for (claimed, want) in [(leader, 403), (other, 204)] {
+        let (from, to) = (claimed.to_string(), target.to_string());
+        let h = [
+            ("X-Raft-Cluster-Id", cluster.as_str()),
+            ("X-Raft-From", from.as_str()),
+            ("X-Raft-To", to.as_str()),
+        ];
+        let body = heartbeat_response(claimed, target, term);
+        let r = tls_request(addr, as_other.clone(), "POST", "/raft", &h, &body).unwrap();
+        assert_eq!(r.status, want, "claiming {claimed}: {}", r.text());
+    }
+}

@@ -94,7 +94,7 @@ pub async fn serve<H, F>(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| crate::tls::PeerCertificate(Arc::new(c.clone().into_owned())));
+                .map(|c| crate::tls::PeerCertificate::new(c.clone().into_owned()));
             let _ = watcher
                 .watch(connection(TokioIo::new(stream), h, cert))
                 .await;

@@ -261,12 +261,14 @@ impl PeerGate {
             return Ok(());
         };
         let applied = self.members.read().unwrap_or_else(|e| e.into_inner());
-        let members: Vec<(u64, String)> = if applied.is_empty() {
-            (1u64..).zip(self.cluster_urls.iter().cloned()).collect()
+        // The applied membership, or `--cluster` while none is applied (a joiner).
+        let fallback: Vec<(u64, String)>;
+        let members: &[(u64, String)] = if applied.is_empty() {
+            fallback = (1u64..).zip(self.cluster_urls.iter().cloned()).collect();
+            &fallback
         } else {
-            applied.clone()
+            &applied
         };
-        drop(applied);
         let Some((_, url)) = members.iter().find(|(m, _)| *m == from) else {
             return Err(refuse(format!(
                 "node {from} is not a member this node knows: its certificate ({}) cannot speak \

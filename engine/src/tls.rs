@@ -405,7 +405,9 @@ impl PeerPolicy {
             }
             return Ok(None);
         };
-        let id = PeerIdentity::from_der(&cert.0)
+        let id = cert
+            .identity()
+            .cloned()
             .ok_or_else(|| "the peer certificate does not parse".to_string())?;
         if let Some(cn) = &self.allowed_cn {
             if !id.cn.iter().any(|c| c == cn) {
@@ -444,9 +446,29 @@ pub struct PeerTlsContext {
 }
 
 /// The leaf certificate a TLS connection's peer presented, if any (inserted into every
-/// request's extensions by `http::serve`).
+/// request's extensions by `http::serve`); its names are parsed once per connection.
 #[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Arc<CertificateDer<'static>>);
+pub struct PeerCertificate {
+    der: Arc<CertificateDer<'static>>,
+    names: Arc<std::sync::OnceLock<Option<PeerIdentity>>>,
+}
+
+impl PeerCertificate {
+    /// The certificate `der`.
+    pub fn new(der: CertificateDer<'static>) -> PeerCertificate {
+        PeerCertificate {
+            der: Arc::new(der),
+            names: Arc::default(),
+        }
+    }
+
+    /// Its names (`None` when it does not parse).
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.names
+            .get_or_init(|| PeerIdentity::from_der(&self.der))
+            .as_ref()
+    }
+}
 
 #[cfg(test)]
 mod tests {
