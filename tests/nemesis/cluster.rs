@@ -618,6 +618,52 @@ impl Cluster {
         }
     }
 
+    /// Replaces the CA and every member's certificate and key (same files, a new CA) and
+    /// sends SIGHUP to every running member. Panics without TLS.
+    pub fn rotate_certificates(&mut self) {
+        let certs = self.tls.as_ref().expect("a TLS cluster");
+        let new = raftexample::certs::generate(
+            &self.root.join(format!("certs-{}", self.next_id)),
+            &["https://127.0.0.1:1".to_string()],
+            &raftexample::certs::CertOptions::default(),
+        )
+        .expect("a new CA");
+        std::fs::copy(&new.ca, &certs.ca).expect("copy the CA");
+        std::fs::copy(&new.ca_key, &certs.ca_key).expect("copy the CA key");
+        for (id, url) in &self.urls {
+            raftexample::certs::issue_member(
+                certs,
+                *id,
+                url,
+                &raftexample::certs::CertOptions::default(),
+            )
+            .expect("a member certificate");
+        }
+        for m in self.members.values() {
+            if let Some(pid) = m.pid() {
+                signal(pid, "HUP");
+            }
+        }
+    }
+
+    /// Everything member `id` logged so far.
+    pub fn log_of(&self, id: u64) -> String {
+        self.members
+            .get(&id)
+            .and_then(|m| std::fs::read_to_string(&m.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// Resets every proxied connection (each proxy refuses new ones while it lasts): pooled
+    /// keep-alive connections are gone, every member dials again.
+    pub fn cut_every_connection(&self, for_how_long: Duration) {
+        for p in self.proxies.values() {
+            p.set_fault(None, Direction::Both, Fault::Drop);
+        }
+        std::thread::sleep(for_how_long);
+        self.heal();
+    }
+
     /// Heals every link of every proxy.
     pub fn heal(&self) {
         for p in self.proxies.values() {
