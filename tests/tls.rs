@@ -320,8 +320,9 @@ fn peer_certificates_speak_only_for_their_member() {
 
 // Intent: certificates that cannot work stop startup with one sentence naming the file and
 // the fix: an expired certificate, a peer certificate without clientAuth while
-// --peer-client-cert-auth is on; and flag combinations that cannot work: https:// peers
-// without a certificate, a --cluster mixing http:// and https://.
+// --peer-client-cert-auth is on, a key of another certificate, a certificate that does not
+// name this node's host; and flag combinations that cannot work: https:// peers without a
+// certificate, a --cluster mixing http:// and https://.
 #[test]
 fn bad_certificates_and_tls_flags_stop_startup_with_a_sentence() {
     let cases: Vec<(CertOptions, &str)> = vec![
@@ -341,6 +342,48 @@ fn bad_certificates_and_tls_flags_stop_startup_with_a_sentence() {
             c.node(1).log()
         );
         assert!(c.node(1).log().contains(sentence), "{}", c.node(1).log());
+    }
+    // A key of another certificate, and a certificate that does not name this node's host.
+    let (mut c, certs) = mtls_cluster(1, &[], &CertOptions::default());
+    let other = generate(
+        &c.dir().join("other"),
+        &["https://127.0.101.9:1".to_string()],
+        &CertOptions {
+            hosts: Vec::new(),
+            ..CertOptions::default()
+        },
+    )
+    .unwrap();
+    let swaps = [
+        (
+            &certs.member(1).unwrap().key,
+            &other.members[0].key,
+            "does not match",
+        ),
+        (
+            &certs.member(1).unwrap().cert,
+            &other.members[0].cert,
+            "does not name this node's host",
+        ),
+    ];
+    let own_key = std::fs::read(&certs.member(1).unwrap().key).unwrap();
+    for (target, replacement, sentence) in swaps {
+        let original = std::fs::read(target).unwrap();
+        if sentence.contains("host") {
+            // Cert and key of the other member together: only the host is wrong.
+            std::fs::copy(&other.members[0].key, &certs.member(1).unwrap().key).unwrap();
+        }
+        std::fs::copy(replacement, target).unwrap();
+        c.node_mut(1).start();
+        assert_eq!(
+            c.node_mut(1).wait_exit(Duration::from_secs(20)),
+            Some(1),
+            "{}",
+            c.node(1).log()
+        );
+        assert!(c.node(1).log().contains(sentence), "{}", c.node(1).log());
+        std::fs::write(target, original).unwrap();
+        std::fs::write(&certs.member(1).unwrap().key, &own_key).unwrap();
     }
     let flag_cases: Vec<(Vec<String>, &str)> = vec![
         (
