@@ -132,6 +132,22 @@ impl Generated {
         self.members.get(index)
     }
 
+    /// The flags that give node `id` mutual TLS on its peer port with this set:
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`. The member's files need not be issued yet.
+    pub fn peer_flags(&self, id: u64) -> Vec<String> {
+        let file = |name: String| self.dir.join(name).to_string_lossy().into_owned();
+        vec![
+            "--peer-cert-file".to_string(),
+            file(format!("member-{id}.pem")),
+            "--peer-key-file".to_string(),
+            file(format!("member-{id}-key.pem")),
+            "--peer-trusted-ca-file".to_string(),
+            self.ca.to_string_lossy().into_owned(),
+            "--peer-client-cert-auth".to_string(),
+        ]
+    }
+
     /// Every file written, in the order they were written (CA, members, client).
     pub fn files(&self) -> Vec<&Path> {
         let mut files = vec![self.ca.as_path(), self.ca_key.as_path()];

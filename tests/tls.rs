@@ -38,24 +38,12 @@ fn mtls_cluster_with_spare(
     all.extend(spare.map(String::from));
     let certs = generate(&c.dir().join("certs"), &all, options).unwrap();
     for node in &mut c.nodes {
-        let m = certs.member(node.id).unwrap();
         for a in node.args.iter_mut() {
             if a.contains("http://") {
                 *a = a.replace("http://", "https://");
             }
         }
-        node.args.extend(
-            [
-                "--peer-cert-file",
-                m.cert.to_str().unwrap(),
-                "--peer-key-file",
-                m.key.to_str().unwrap(),
-                "--peer-trusted-ca-file",
-                certs.ca.to_str().unwrap(),
-                "--peer-client-cert-auth",
-            ]
-            .map(String::from),
-        );
+        node.args.extend(certs.peer_flags(node.id));
     }
     c.peer_urls = https;
     (c, certs)
@@ -586,21 +574,9 @@ fn members_on_hosts_of_their_own_are_named_by_their_host() {
     .without_member_uri_san();
     let certs = generate(&c.dir().join("certs"), &urls, &options).unwrap();
     for node in &mut c.nodes {
-        let m = certs.member(node.id).unwrap();
         let i = node.args.iter().position(|a| a == "--cluster").unwrap();
         node.args[i + 1] = urls.join(",");
-        node.args.extend(
-            [
-                "--peer-cert-file",
-                m.cert.to_str().unwrap(),
-                "--peer-key-file",
-                m.key.to_str().unwrap(),
-                "--peer-trusted-ca-file",
-                certs.ca.to_str().unwrap(),
-                "--peer-client-cert-auth",
-            ]
-            .map(String::from),
-        );
+        node.args.extend(certs.peer_flags(node.id));
     }
     c.peer_urls = urls;
     for id in 1..=3 {

@@ -398,7 +398,10 @@ impl PeerPolicy {
     ///
     /// # Errors
     /// The sentence of the refusal.
-    pub fn admit(&self, cert: Option<&PeerCertificate>) -> Result<Option<PeerIdentity>, String> {
+    pub fn admit<'c>(
+        &self,
+        cert: Option<&'c PeerCertificate>,
+    ) -> Result<Option<&'c PeerIdentity>, String> {
         let Some(cert) = cert else {
             if self.require_cert {
                 return Err("a peer certificate is required (--peer-client-cert-auth)".into());
@@ -407,7 +410,6 @@ impl PeerPolicy {
         };
         let id = cert
             .identity()
-            .cloned()
             .ok_or_else(|| "the peer certificate does not parse".to_string())?;
         if let Some(cn) = &self.allowed_cn {
             if !id.cn.iter().any(|c| c == cn) {

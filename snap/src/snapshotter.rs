@@ -120,11 +120,7 @@ impl Snapshotter {
     where
         F: FnOnce(&mut dyn Write) -> io::Result<()>,
     {
-        if metadata.index == 0 {
-            return Err(Error::EmptySnapshot);
-        }
-        let head =
-            format::encode_head(metadata, data_len).map_err(|reason| Error::Encode { reason })?;
+        let head = file_head(metadata, data_len)?;
         let name = snap_file_name(metadata.index, metadata.term);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
@@ -233,11 +229,7 @@ impl Snapshotter {
     where
         F: FnOnce(&mut dyn Write) -> io::Result<()>,
     {
-        if metadata.index == 0 {
-            return Err(Error::EmptySnapshot);
-        }
-        let head =
-            format::encode_head(metadata, data_len).map_err(|reason| Error::Encode { reason })?;
+        let head = file_head(metadata, data_len)?;
         let path = self.staged_path(metadata.index, metadata.term);
         let written = write_streamed(&path, &head, data_len, write_data);
         if written.is_err() {
@@ -481,6 +473,14 @@ impl<W: Write> Write for CrcWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The header of a snapshot file (refused for an empty snapshot, index 0).
+fn file_head(metadata: &SnapshotMetadata, data_len: u64) -> Result<Vec<u8>> {
+    if metadata.index == 0 {
+        return Err(Error::EmptySnapshot);
+    }
+    format::encode_head(metadata, data_len).map_err(|reason| Error::Encode { reason })
 }
 
 /// Creates (or truncates) `path`, writes `head`, the data from `write_data` and the CRC

@@ -293,16 +293,7 @@ impl Cluster {
             args.push("--join".to_string());
         }
         if let Some(certs) = &self.tls {
-            let file = |name: String| certs.dir.join(name).to_string_lossy().into_owned();
-            args.extend([
-                "--peer-cert-file".to_string(),
-                file(format!("member-{id}.pem")),
-                "--peer-key-file".to_string(),
-                file(format!("member-{id}-key.pem")),
-                "--peer-trusted-ca-file".to_string(),
-                certs.ca.to_string_lossy().into_owned(),
-                "--peer-client-cert-auth".to_string(),
-            ]);
+            args.extend(certs.peer_flags(id));
         }
         args.extend(self.extra.iter().cloned());
         Member {
