@@ -251,6 +251,7 @@ fn within_quota(before: u64, after: u64, quota: u64) -> bool {
 impl StateMachine for KvMachine {
     type Output = KvOutput;
     const MERGES_SNAPSHOTS: bool = true;
+    const QUICK_APPLY: bool = true;
 
     fn apply(&mut self, c: Committed<'_>) -> Result<KvOutput, Rejected> {
         let command = Command::decode(c.bytes).map_err(|e| Rejected(e.to_string()));

@@ -99,6 +99,15 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP raftexample_snapshot_cpu_seconds_total CPU time spent building snapshots \
+             (the snapshot threads' own clocks).\n\
+             # TYPE raftexample_snapshot_cpu_seconds_total counter\n\
+             raftexample_snapshot_cpu_seconds_total{{id=\"{id}\"}} {}.{:06}",
+            report.snapshot_cpu_micros / 1_000_000,
+            report.snapshot_cpu_micros % 1_000_000
+        );
+        let _ = writeln!(
+            out,
             "# HELP raftexample_read_index_duplicates_total ReadIndex requests this leader got \
              with a context already pending (raft drops them; must stay 0).\n\
              # TYPE raftexample_read_index_duplicates_total counter\n\

@@ -31,7 +31,7 @@ where
 {
     let logger = crate::logging::logger(config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.io_threads)
         .enable_all()
         .build()
     {

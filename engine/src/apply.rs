@@ -8,7 +8,8 @@
 //! Output: completed command waiters (output or rejection, by request ID), the applied index
 //! on a `watch` channel (reads wait on it), and [`Report::SnapshotImage`] for the raft thread.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use raft::eraftpb::{Entry, EntryType, SnapshotMetadata};
 use slog::{error, info, Logger};
@@ -59,22 +60,121 @@ pub struct ApplyWorker<S: StateMachine> {
     pub files: snap::Snapshotter,
 }
 
+/// The apply worker, shared by the apply thread and (for [`StateMachine::QUICK_APPLY`]
+/// machines) the raft thread.
+struct Shared<S: StateMachine> {
+    worker: Mutex<ApplyWorker<S>>,
+    /// Messages sent to the apply thread and not yet handled (counted down under the lock).
+    queued: AtomicUsize,
+}
+
+/// The worker as the raft thread sees it (not generic: the raft thread names no machine).
+trait Worker: Send + Sync {
+    /// Messages on their way to the apply thread or being handled there.
+    fn queued(&self) -> &AtomicUsize;
+    /// Applies `entries` now, or gives them back when the apply thread has work (FIFO).
+    fn try_apply(&self, entries: Vec<Entry>) -> Result<(), Vec<Entry>>;
+}
+
+impl<S: StateMachine> Worker for Shared<S> {
+    fn queued(&self) -> &AtomicUsize {
+        &self.queued
+    }
+
+    fn try_apply(&self, entries: Vec<Entry>) -> Result<(), Vec<Entry>> {
+        // Only the raft thread adds to `queued`: zero means nothing is in the channel or
+        // being handled, and the lock (held by the apply thread while it handles a message)
+        // settles the rest.
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Err(entries);
+        }
+        match self.worker.try_lock() {
+            Ok(mut worker) => {
+                worker.apply_entries(entries);
+                Ok(())
+            }
+            Err(_) => Err(entries),
+        }
+    }
+}
+
+/// The raft thread's end of the apply worker: the commit channel, and the worker itself for
+/// quick machines.
+pub struct Applier {
+    commits: crossbeam_channel::Sender<Apply>,
+    worker: Arc<dyn Worker>,
+    quick: bool,
+}
+
+/// The commit channel is closed: the apply thread is gone.
+#[derive(Debug)]
+pub struct ApplyThreadGone;
+
+impl Applier {
+    /// Hands `msg` to the apply worker, in log order: quick machines apply entries right here
+    /// when the apply thread has nothing queued. The channel is bounded: when it is full this
+    /// blocks, which is the back-pressure that keeps raft from committing faster than the
+    /// machine applies.
+    pub fn send(&self, msg: Apply) -> Result<(), ApplyThreadGone> {
+        let msg = match msg {
+            Apply::Entries(entries) if self.quick => match self.worker.try_apply(entries) {
+                Ok(()) => return Ok(()),
+                Err(entries) => Apply::Entries(entries),
+            },
+            msg => msg,
+        };
+        self.worker.queued().fetch_add(1, Ordering::AcqRel);
+        self.commits.send(msg).map_err(|_| {
+            self.worker.queued().fetch_sub(1, Ordering::AcqRel);
+            ApplyThreadGone
+        })
+    }
+}
+
 impl<S: StateMachine> ApplyWorker<S> {
-    /// Runs until the commit channel closes.
-    pub fn run(mut self, commits: crossbeam_channel::Receiver<Apply>) {
-        for msg in commits {
-            match msg {
-                Apply::Entries(entries) => self.apply_entries(entries),
-                Apply::Restore(meta) => self.restore(&meta),
-                Apply::Snapshot { meta, membership } => {
-                    let image = self.machine.image();
-                    let report = Report::SnapshotImage {
-                        meta,
-                        membership,
-                        image,
-                    };
-                    let _ = self.reports.send(report);
+    /// Starts the apply thread (named `apply`) with this worker; returns the raft thread's end.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn spawn(self) -> std::io::Result<(Applier, std::thread::JoinHandle<()>)> {
+        let (commits, rx) = crossbeam_channel::bounded(COMMIT_CHANNEL_BOUND);
+        let shared = Arc::new(Shared {
+            worker: Mutex::new(self),
+            queued: AtomicUsize::new(0),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || {
+                for msg in rx {
+                    let mut worker = thread_shared
+                        .worker
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    worker.handle(msg);
+                    thread_shared.queued.fetch_sub(1, Ordering::AcqRel);
                 }
+            })?;
+        let applier = Applier {
+            commits,
+            worker: shared,
+            quick: S::QUICK_APPLY,
+        };
+        Ok((applier, thread))
+    }
+
+    fn handle(&mut self, msg: Apply) {
+        match msg {
+            Apply::Entries(entries) => self.apply_entries(entries),
+            Apply::Restore(meta) => self.restore(&meta),
+            Apply::Snapshot { meta, membership } => {
+                let image = self.machine.image();
+                let report = Report::SnapshotImage {
+                    meta,
+                    membership,
+                    image,
+                };
+                let _ = self.reports.send(report);
             }
         }
     }

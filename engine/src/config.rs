@@ -49,6 +49,10 @@ pub struct NodeArgs {
     /// Largest accepted client request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_request_body_bytes: usize,
+    /// Threads serving HTTP (client and peer ports, the transport). One saves a cross-thread
+    /// wakeup per request; raise it only when TLS handshakes or many clients need the cores.
+    #[arg(long, default_value_t = 1)]
+    pub io_threads: usize,
     /// Address the client API listens on (host part; the port is --port).
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_client_addr: IpAddr,
@@ -159,6 +163,8 @@ pub struct Config {
     pub snapshot_count: u64,
     /// Entries kept in the raft log after compaction.
     pub snapshot_catchup_entries: u64,
+    /// Threads of the async runtime (`--io-threads`).
+    pub io_threads: usize,
     /// Raft tick interval.
     pub tick_interval: Duration,
     /// Election timeout in ticks.
@@ -255,6 +261,9 @@ impl Config {
         if args.snapshot_count == 0 {
             return Err(bad("--snapshot-count must be at least 1"));
         }
+        if !(1..=1024).contains(&args.io_threads) {
+            return Err(bad("--io-threads must be between 1 and 1024"));
+        }
         if args.tick_interval_ms == 0 {
             return Err(bad("--tick-interval-ms must be at least 1"));
         }
@@ -298,6 +307,7 @@ impl Config {
             peer_source_addr: args.peer_source_addr,
             snapshot_count: args.snapshot_count,
             snapshot_catchup_entries: args.snapshot_catchup_entries,
+            io_threads: args.io_threads,
             tick_interval: Duration::from_millis(args.tick_interval_ms),
             election_ticks: args.election_ticks,
             heartbeat_ticks: args.heartbeat_ticks,

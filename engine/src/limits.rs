@@ -65,6 +65,13 @@ pub fn max_request_body_bytes() -> usize {
 /// in-memory raft log and the WAL then track the live data, not the number of writes.
 pub const SNAPSHOT_MIN_LOGGED_BYTES: u64 = 64 * 1024 * 1024;
 
+/// A snapshot due by `--snapshot-count` also waits until the entry bytes committed since the
+/// last one reach 1/this of that snapshot's image. A snapshot reads and writes the whole image,
+/// so its cost is then spread over entry bytes in proportion to the image: a constant cost per
+/// byte logged whatever the state size (at most about this many image bytes read and written
+/// per entry byte), while the raft log kept in memory stays within 1/this of the image.
+pub const SNAPSHOT_IMAGE_DIVISOR: u64 = 2;
+
 /// Catch-up entries kept after compaction are bounded by this many bytes as well as by
 /// `--snapshot-catchup-entries`.
 pub const CATCHUP_MAX_BYTES: u64 = 64 * 1024 * 1024;

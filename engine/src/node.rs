@@ -20,7 +20,7 @@ use slog::{info, warn, Logger};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{ApplyWorker, COMMIT_CHANNEL_BOUND};
+use crate::apply::ApplyWorker;
 use crate::config::{Config, TestPanic};
 use crate::events::EventHub;
 use crate::framing::read_envelope;
@@ -248,7 +248,6 @@ pub async fn start<S: StateMachine>(
 
     let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_BOUND);
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
-    let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_CHANNEL_BOUND);
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let commands = Arc::new(Waiters::default());
     let changes = Arc::new(Waiters::default());
@@ -305,12 +304,28 @@ pub async fn start<S: StateMachine>(
         report_tx.clone(),
         logger.new(slog::o!("part" => "transport")),
     );
+    let worker = ApplyWorker {
+        machine,
+        waiters: commands.clone(),
+        applied_tx,
+        reports: report_tx.clone(),
+        logger: logger.new(slog::o!("part" => "apply")),
+        applied: Applied {
+            index: applied_index,
+            term: applied_term,
+        },
+        test_panic: config.test_panic == Some(TestPanic::Apply),
+        files: snapshotter.clone(),
+    };
+    let (applier, apply_thread) = worker
+        .spawn()
+        .map_err(|e| fail(format!("cannot start the apply thread: {e}")))?;
     let node = RaftNode::new(Parts {
         raw,
         wal: recovered.wal,
         snapshotter: snapshotter.clone(),
         transport,
-        commits: commit_tx,
+        applier,
         membership: recovered.membership,
         gate: gate.clone(),
         changes: changes.clone(),
@@ -322,20 +337,6 @@ pub async fn start<S: StateMachine>(
         disk: disk.clone(),
         logger: logger.new(slog::o!("part" => "raft")),
     });
-    let worker = ApplyWorker {
-        machine,
-        waiters: commands.clone(),
-        applied_tx,
-        reports: report_tx,
-        logger: logger.new(slog::o!("part" => "apply")),
-        applied: Applied {
-            index: applied_index,
-            term: applied_term,
-        },
-        test_panic: config.test_panic == Some(TestPanic::Apply),
-        files: snapshotter.clone(),
-    };
-    let apply_thread = spawn_thread("apply", move || worker.run(commit_rx))?;
     let (exit_tx, exit_rx) = oneshot::channel();
     let raft_thread = spawn_thread("raft", move || {
         let _ = exit_tx.send(node.serve_channels(inbox_rx, report_rx));

@@ -304,6 +304,8 @@ pub struct Status {
     /// On a leader: ReadIndex requests whose context was already pending (raft-rs drops
     /// them silently; MUST stay 0).
     pub duplicate_read_contexts: u64,
+    /// CPU time this node's snapshot threads have used since it started, in µs.
+    pub snapshot_cpu_micros: u64,
 }
 
 /// A member's last start record.

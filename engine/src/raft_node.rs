@@ -37,7 +37,7 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use slog::{debug, error, info, warn, Logger};
 use tokio::sync::oneshot;
 
-use crate::apply::Apply;
+use crate::apply::{Applier, Apply};
 use crate::config::Config;
 use crate::events::{EventHub, EventKind, NodeState, Role};
 use crate::framing::{
@@ -155,8 +155,8 @@ pub struct Parts {
     pub snapshotter: snap::Snapshotter,
     /// Peer links.
     pub transport: Transport,
-    /// The commit channel to the apply thread.
-    pub commits: crossbeam_channel::Sender<Apply>,
+    /// The apply worker's end (the commit channel; quick machines apply here).
+    pub applier: Applier,
     /// Members and their URLs as recovered.
     pub membership: Membership,
     /// Published to the peer server.
@@ -185,7 +185,7 @@ pub struct RaftNode {
     wal: wal::Wal,
     snapshotter: snap::Snapshotter,
     transport: Transport,
-    commits: crossbeam_channel::Sender<Apply>,
+    applier: Applier,
     membership: Membership,
     conf_state: ConfState,
     gate: Arc<PeerGate>,
@@ -227,8 +227,12 @@ pub struct RaftNode {
     logged_bytes: u64,
     /// The bytes the snapshot in flight covers (given back if it fails).
     job_logged_bytes: u64,
-    /// Size of the last image saved.
+    /// Last index of the entries a follower forwarded to this leader.
+    forwarded_upto: u64,
+    /// Size of the newest snapshot's data (saved here, received, or found at start).
     last_image_bytes: u64,
+    /// CPU time of the snapshot threads, in µs.
+    snapshot_cpu_micros: Arc<std::sync::atomic::AtomicU64>,
     /// This start of this node, announced until its start record is applied.
     own_start: Start,
     /// When the start record was last proposed.
@@ -273,6 +277,8 @@ pub fn raft_config(config: &Config, applied: u64) -> raft::Config {
         check_quorum: true,
         pre_vote: true,
         max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
+        // Until a follower forwards a proposal (see `RaftNode::step`).
+        skip_bcast_commit: true,
         ..Default::default()
     }
 }
@@ -285,7 +291,7 @@ impl RaftNode {
             wal,
             snapshotter,
             transport,
-            commits,
+            applier,
             membership,
             gate,
             changes,
@@ -303,6 +309,7 @@ impl RaftNode {
             .map(|s| s.conf_state)
             .unwrap_or_default();
         let snapshot_index = raw.store().snapshot_metadata().index;
+        let last_image_bytes = image_bytes(&snapshotter, raw.store().snapshot_metadata());
         let start_commit = raw.raft.raft_log.committed;
         let reads = ReadQueue::new(config.id);
         let mut node = RaftNode {
@@ -310,7 +317,7 @@ impl RaftNode {
             wal,
             snapshotter,
             transport,
-            commits,
+            applier,
             membership,
             conf_state,
             gate,
@@ -338,7 +345,9 @@ impl RaftNode {
             own_removals: Vec::new(),
             logged_bytes: 0,
             job_logged_bytes: 0,
-            last_image_bytes: 0,
+            last_image_bytes,
+            forwarded_upto: 0,
+            snapshot_cpu_micros: Arc::default(),
             own_start: start,
             start_proposed_at: None,
             superseded: false,
@@ -1024,9 +1033,20 @@ impl RaftNode {
             }
             _ => {}
         }
+        let forwarded = m.get_msg_type() == MessageType::MsgPropose;
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "peer message not stepped"; "error" => %e);
         }
+        if forwarded && self.raw.raft.state == StateRole::Leader {
+            self.forwarded_upto = self.raw.raft.raft_log.last_index();
+        }
+        // A commit is sent to the followers at once (an append of its own) only while an entry
+        // a follower proposed is not committed yet: that follower answers its client once it
+        // applies the entry. Otherwise followers learn the commit index from the next append
+        // or heartbeat (reads send heartbeats), which saves a round of peer messages per
+        // commit.
+        let skip = self.raw.raft.raft_log.committed >= self.forwarded_upto;
+        self.raw.skip_bcast_commit(skip);
     }
 
     /// Why a peer message (already checked by the peer server) contradicts this node's own
@@ -1169,6 +1189,7 @@ impl RaftNode {
             crate::logging::fatal(&self.logger, "cannot install a received snapshot", &e);
         }
         self.save_snapshot_mark(&meta);
+        self.last_image_bytes = image_bytes(&self.snapshotter, &meta);
         let envelope = self
             .snapshotter
             .read_data(meta.index, meta.term)
@@ -1522,7 +1543,7 @@ impl RaftNode {
     /// The commit channel is bounded: blocking here is the back-pressure that keeps raft from
     /// committing faster than the state machine applies.
     fn send_commits(&mut self, msg: Apply) {
-        if self.commits.send(msg).is_err() {
+        if self.applier.send(msg).is_err() {
             crate::logging::fatal(
                 &self.logger,
                 "the apply worker is gone",
@@ -1553,7 +1574,14 @@ impl RaftNode {
         if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
             return;
         }
-        let by_count = self.sent_index - self.snapshot_index >= self.config.snapshot_count;
+        // By count, but also only once the entries since are a fair share of the image: a
+        // snapshot reads and writes the whole image, so spacing them in proportion to it keeps
+        // their cost per entry byte constant whatever the state size.
+        let by_count = self.sent_index - self.snapshot_index >= self.config.snapshot_count
+            && self
+                .logged_bytes
+                .saturating_mul(crate::limits::SNAPSHOT_IMAGE_DIVISOR)
+                >= self.last_image_bytes;
         let by_bytes = self.logged_bytes
             >= crate::limits::SNAPSHOT_MIN_LOGGED_BYTES.max(self.last_image_bytes);
         if !wanted && !by_count && !by_bytes {
@@ -1607,6 +1635,7 @@ impl RaftNode {
             files: self.snapshotter.clone(),
             reports: self.reports.clone(),
             logger: self.logger.clone(),
+            cpu_micros: self.snapshot_cpu_micros.clone(),
         }
     }
 
@@ -1816,11 +1845,22 @@ impl RaftNode {
                 .map(|(reason, n)| (reason.label(), n))
                 .collect(),
             duplicate_read_contexts: self.gate.duplicate_reads(),
+            snapshot_cpu_micros: self
+                .snapshot_cpu_micros
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
 
 /// Our name for a raft role.
+/// The data size of the snapshot file at `meta` (0 if it cannot be opened: the next snapshot
+/// is then due by count alone).
+fn image_bytes(files: &snap::Snapshotter, meta: &SnapshotMetadata) -> u64 {
+    files
+        .read_data(meta.index, meta.term)
+        .map_or(0, |data| data.remaining())
+}
+
 fn role_of(role: StateRole) -> Role {
     match role {
         StateRole::Leader => Role::Leader,

@@ -22,6 +22,8 @@
 //! fsync is ever trusted.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -70,6 +72,21 @@ pub struct JobContext {
     pub reports: crossbeam_channel::Sender<Report>,
     /// Log.
     pub logger: Logger,
+    /// CPU time the snapshot threads spent, in µs (their own clock, failed jobs included).
+    pub cpu_micros: Arc<AtomicU64>,
+}
+
+/// CPU time this thread has used, in µs.
+fn thread_cpu_micros() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock ID is a constant Linux knows.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }
 
 impl SnapshotJob {
@@ -78,7 +95,12 @@ impl SnapshotJob {
         let logger = cx.logger.clone();
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
-            .spawn(move || self.run(&cx));
+            .spawn(move || {
+                let cpu_at_start = thread_cpu_micros();
+                self.run(&cx);
+                let used = thread_cpu_micros().saturating_sub(cpu_at_start);
+                cx.cpu_micros.fetch_add(used, Ordering::Relaxed);
+            });
         if let Err(e) = spawned {
             crate::logging::fatal(&logger, "cannot start the snapshot thread", &e);
         }
