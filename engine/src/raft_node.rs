@@ -227,8 +227,10 @@ pub struct RaftNode {
     logged_bytes: u64,
     /// The bytes the snapshot in flight covers (given back if it fails).
     job_logged_bytes: u64,
-    /// Last index of the entries a follower forwarded to this leader.
-    forwarded_upto: u64,
+    /// Last index whose commit the followers must hear at once: an entry a follower forwarded,
+    /// or a peer URL update (the member it moves must apply it while the leader still reaches
+    /// it at its old URL).
+    prompt_commit_upto: u64,
     /// Size of the newest snapshot's data (saved here, received, or found at start).
     last_image_bytes: u64,
     /// CPU time of the snapshot threads, in µs.
@@ -277,7 +279,7 @@ pub fn raft_config(config: &Config, applied: u64) -> raft::Config {
         check_quorum: true,
         pre_vote: true,
         max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
-        // Until a follower forwards a proposal (see `RaftNode::step`).
+        // Until an entry needs it (see `RaftNode::prompt_commit`).
         skip_bcast_commit: true,
         ..Default::default()
     }
@@ -346,7 +348,7 @@ impl RaftNode {
             logged_bytes: 0,
             job_logged_bytes: 0,
             last_image_bytes,
-            forwarded_upto: 0,
+            prompt_commit_upto: 0,
             snapshot_cpu_micros: Arc::default(),
             own_start: start,
             start_proposed_at: None,
@@ -856,10 +858,13 @@ impl RaftNode {
                     return Err(Refusal::UrlInUse { url, id: owner });
                 }
                 let data = crate::framing::encode_url_update(request_id, id, &url);
-                return self
-                    .raw
+                self.raw
                     .propose(Vec::new(), data)
-                    .map_err(|_| Refusal::Dropped);
+                    .map_err(|_| Refusal::Dropped)?;
+                // The member that moves must hear this commit before the leader applies it
+                // and stops reaching it at its old URL (see `prompt_commit_upto`).
+                self.prompt_commit(self.raw.raft.raft_log.last_index());
+                return Ok(());
             }
             MemberChange::Remove if id == self.raw.raft.leader_id && self.voters_besides(id) => {
                 return self.defer_leader_removal(id, request_id);
@@ -1038,14 +1043,20 @@ impl RaftNode {
             debug!(self.logger, "peer message not stepped"; "error" => %e);
         }
         if forwarded && self.raw.raft.state == StateRole::Leader {
-            self.forwarded_upto = self.raw.raft.raft_log.last_index();
+            // That follower answers its client once it applied the entry.
+            self.prompt_commit(self.raw.raft.raft_log.last_index());
+        } else {
+            self.prompt_commit(0);
         }
-        // A commit is sent to the followers at once (an append of its own) only while an entry
-        // a follower proposed is not committed yet: that follower answers its client once it
-        // applies the entry. Otherwise followers learn the commit index from the next append
-        // or heartbeat (reads send heartbeats), which saves a round of peer messages per
-        // commit.
-        let skip = self.raw.raft.raft_log.committed >= self.forwarded_upto;
+    }
+
+    /// A commit is sent to the followers at once (an append of its own) only while an entry up
+    /// to `index` (or an earlier such one) is uncommitted. Otherwise followers learn the commit
+    /// index from the next append or heartbeat (a read's round sends heartbeats), which saves a
+    /// round of peer messages per commit. Conf changes are always sent at once (raft-rs).
+    fn prompt_commit(&mut self, index: u64) {
+        self.prompt_commit_upto = self.prompt_commit_upto.max(index);
+        let skip = self.raw.raft.raft_log.committed >= self.prompt_commit_upto;
         self.raw.skip_bcast_commit(skip);
     }
 
