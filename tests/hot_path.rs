@@ -13,7 +13,7 @@ use support::{poll, Cluster};
 /// for one to learn a commit would show it.
 const SLOW_HEARTBEATS: [&str; 4] = ["--heartbeat-ticks", "50", "--election-ticks", "250"];
 
-fn followers(c: &Cluster, leader: u64) -> Vec<u64> {
+fn followers(leader: u64) -> Vec<u64> {
     (1..=3).filter(|i| *i != leader).collect()
 }
 
@@ -30,7 +30,7 @@ fn a_write_acknowledged_by_the_leader_is_read_at_once_on_every_follower() {
         let (key, value) = (format!("k{i}"), format!("v{i}"));
         let r = c.node(leader).put(&key, &value).unwrap();
         assert_eq!(r.status, 204, "{}", r.text());
-        for f in followers(&c, leader) {
+        for f in followers(leader) {
             let r = c.node(f).get(&key).unwrap();
             assert_eq!(r.status, 200, "node {f}, {key}: {}", r.text());
             assert_eq!(r.text(), value, "node {f} read a stale {key}");
@@ -46,7 +46,7 @@ fn a_write_acknowledged_by_the_leader_is_read_at_once_on_every_follower() {
 fn puts_through_a_follower_do_not_wait_for_heartbeats() {
     let mut c = Cluster::start(3, &SLOW_HEARTBEATS);
     let leader = c.wait_leader();
-    let f = followers(&c, leader)[0];
+    let f = followers(leader)[0];
     c.put_eventually(f, "warm", "up");
     let started = Instant::now();
     for i in 0..10 {
