@@ -6,7 +6,7 @@
 //!   ([`crate::StateMachine::image`]); [`SnapshotJob::Image`] wraps it in the envelope and saves
 //!   it.
 //! - **merge**: [`SnapshotJob::Merge`] gets the previous snapshot's (index, term), the committed
-//!   entries after it up to the new index (the raft log keeps them: it is only ever compacted
+//!   entries' data after it up to the new index (the raft log keeps them: it is only ever compacted
 //!   below the newest snapshot), and the membership at the new index. It decodes the entries'
 //!   framing (the same decoder as the apply thread), has the application plan the merge from
 //!   the previous image read as a stream (never whole in memory), and streams envelope and
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use raft::eraftpb::{Entry, EntryType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 use slog::{error, info, Logger};
 
 use crate::framing::{decode_entry, encode_image, envelope_head, read_envelope, EntryData};
@@ -53,8 +53,9 @@ pub enum SnapshotJob {
     Merge {
         /// (index, term) of the previous snapshot, whose file MUST exist.
         prev: (u64, u64),
-        /// Committed entries after `prev.0`, in order, up to the new snapshot's index.
-        entries: Vec<Entry>,
+        /// The data of the committed normal entries after `prev.0`, in order, up to the new
+        /// snapshot's index (shared with the raft log, not copied).
+        entries: Vec<Bytes>,
         /// The new snapshot's metadata (index and term of the last entry, conf state there).
         meta: SnapshotMetadata,
         /// Membership at the new index.
@@ -146,7 +147,7 @@ impl SnapshotJob {
 fn merge(
     cx: &JobContext,
     (index, term): (u64, u64),
-    entries: &[Entry],
+    entries: &[Bytes],
     meta: &SnapshotMetadata,
     membership: &Membership,
     plan: PlanMerge,
@@ -196,13 +197,11 @@ fn give_up(cx: &JobContext, index: u64, what: &str, e: &dyn std::fmt::Display) {
     let _ = cx.reports.send(Report::SnapshotFailed);
 }
 
-/// The application commands among `entries`, in order (the same decoder as the apply thread;
-/// undecodable ones are skipped here as there).
-fn commands(entries: &[Entry]) -> Vec<Bytes> {
-    entries
-        .iter()
-        .filter(|e| e.get_entry_type() == EntryType::EntryNormal)
-        .filter_map(|e| match decode_entry(&e.data) {
+/// The application commands among the normal entries' `data`, in order (the same decoder as
+/// the apply thread; undecodable ones are skipped here as there).
+fn commands(data: &[Bytes]) -> Vec<Bytes> {
+    data.iter()
+        .filter_map(|data| match decode_entry(data) {
             Ok(EntryData::Command { command, .. }) => Some(command),
             _ => None,
         })

@@ -138,6 +138,21 @@ impl RaftStorage {
         0
     }
 
+    /// The data of the normal entries in `lo..=hi` (shared, not copied) and the term at `hi`;
+    /// `None` unless the log holds all of them.
+    pub fn normal_entry_data(&self, lo: u64, hi: u64) -> Option<(Vec<bytes::Bytes>, u64)> {
+        if lo <= self.offset_index || hi > self.last() || lo > hi {
+            return None;
+        }
+        let at = |index: u64| (index - self.offset_index - 1) as usize;
+        let data = self.entries[at(lo)..=at(hi)]
+            .iter()
+            .filter(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal)
+            .map(|e| e.data.clone())
+            .collect();
+        Some((data, self.entries[at(hi)].term))
+    }
+
     /// Remembers that a follower still needs a fresh snapshot.
     pub fn want_snapshot(&self) {
         self.snapshot_wanted.set(true);
