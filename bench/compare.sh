@@ -183,6 +183,8 @@ RUN_DIR=$(mktemp -d -p "$BENCH_DIR" compare.XXXX)
 LOG_DIR=$RUN_DIR/logs
 mkdir -p "$LOG_DIR"
 ROWS=$RUN_DIR/rows.tsv
+ROLES=$RUN_DIR/roles.txt
+: >"$ROLES"
 : >"$ROWS"
 SYS=""          # the system now running
 PIDS=()         # its server processes
@@ -380,6 +382,13 @@ row() { printf '%-10s %6s %10s %9s %9s %11s %11s  %s\n' "$@"; }
 measure() {
     local op=$1 conns=$2 label=$SYS before after line
     [ "$op" = get ] && label="$SYS GET"
+    if [ "$SYS" = ours ]; then
+        # Node 1's raft role matters (a follower forwards every PUT): say it with each row.
+        local role
+        role=$(curl -s --max-time 2 http://127.0.0.1:12380/status | grep -o '"role": *"[a-z-]*"' \
+            | grep -o '[a-z-]*"$' | tr -d '"' || true)
+        echo "ours: node 1 is ${role:-unknown} for the $op row at $conns connections" >>"$ROLES"
+    fi
     load_cmd "$op" "$conns"
     before=$(sample)
     if ! bounded $((SECS + 60)) "${CMD[@]}"; then
@@ -491,6 +500,7 @@ echo "# loadavg at end: $LOAD_END"
 
 # ---------------------------------------------------------------- markdown ----
 echo
+[ -s "$ROLES" ] && sort -u "$ROLES"
 echo "3-node clusters on loopback (noop: one process), load to node 1 only, PUTs of unique keys" \
     "with 100-byte values, ${SECS} s per row${MILLION:+, after preloading $PRELOAD keys}; $(nproc) CPUs;" \
     "fdatasync p50 $(field p50 "$FSYNC") p99 $(field p99 "$FSYNC"); loadavg $LOAD_START → $LOAD_END."
