@@ -516,6 +516,16 @@ mod tests {
         pem.contents
     }
 
+    /// The subject alternative names of `cert` (which must have them).
+    fn sans<'a>(cert: &'a X509Certificate<'_>) -> &'a [GeneralName<'a>] {
+        &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+    }
+
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
@@ -592,12 +602,7 @@ mod tests {
             assert!(cert.validity().is_valid());
             let eku = cert.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.server_auth && eku.client_auth);
-            let sans = &cert
-                .subject_alternative_name()
-                .unwrap()
-                .unwrap()
-                .value
-                .general_names;
+            let sans = sans(&cert);
             let uris: Vec<&str> = sans
                 .iter()
                 .filter_map(|n| match n {
@@ -697,12 +702,7 @@ mod tests {
         );
         let der = read_cert(&ipv6.unwrap().members[0].cert);
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
-        let sans = &cert
-            .subject_alternative_name()
-            .unwrap()
-            .unwrap()
-            .value
-            .general_names;
+        let sans = sans(&cert);
         let mut loopback = [0u8; 16];
         loopback[15] = 1;
         assert!(sans.contains(&GeneralName::IPAddress(&loopback)));

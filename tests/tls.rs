@@ -306,6 +306,18 @@ fn peer_certificates_speak_only_for_their_member() {
     assert!(r.text().contains("common name"), "{}", r.text());
 }
 
+/// Starts node 1 and checks that it exits 1 with `sentence` in its log.
+fn start_is_refused(c: &mut Cluster, sentence: &str) {
+    c.node_mut(1).start();
+    assert_eq!(
+        c.node_mut(1).wait_exit(Duration::from_secs(20)),
+        Some(1),
+        "{}",
+        c.node(1).log()
+    );
+    assert!(c.node(1).log().contains(sentence), "{}", c.node(1).log());
+}
+
 // Intent: certificates that cannot work stop startup with one sentence naming the file and
 // the fix: an expired certificate, a peer certificate without clientAuth while
 // --peer-client-cert-auth is on, a key of another certificate, a certificate that does not
@@ -322,14 +334,7 @@ fn bad_certificates_and_tls_flags_stop_startup_with_a_sentence() {
     ];
     for (options, sentence) in cases {
         let (mut c, _) = mtls_cluster(1, &[], &options);
-        c.node_mut(1).start();
-        assert_eq!(
-            c.node_mut(1).wait_exit(Duration::from_secs(20)),
-            Some(1),
-            "{}",
-            c.node(1).log()
-        );
-        assert!(c.node(1).log().contains(sentence), "{}", c.node(1).log());
+        start_is_refused(&mut c, sentence);
     }
     // A key of another certificate, and a certificate that does not name this node's host.
     let (mut c, certs) = mtls_cluster(1, &[], &CertOptions::default());
@@ -362,14 +367,7 @@ fn bad_certificates_and_tls_flags_stop_startup_with_a_sentence() {
             std::fs::copy(&other.members[0].key, &certs.member(1).unwrap().key).unwrap();
         }
         std::fs::copy(replacement, target).unwrap();
-        c.node_mut(1).start();
-        assert_eq!(
-            c.node_mut(1).wait_exit(Duration::from_secs(20)),
-            Some(1),
-            "{}",
-            c.node(1).log()
-        );
-        assert!(c.node(1).log().contains(sentence), "{}", c.node(1).log());
+        start_is_refused(&mut c, sentence);
         std::fs::write(target, original).unwrap();
         std::fs::write(&certs.member(1).unwrap().key, &own_key).unwrap();
     }

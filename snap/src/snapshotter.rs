@@ -486,7 +486,10 @@ const WRITE_BEHIND_BYTES: u64 = 8 << 20;
 struct WriteBehind {
     file: File,
     written: u64,
+    /// Write-back was started up to here...
     started_to: u64,
+    /// ... and waited for up to here.
+    waited_to: u64,
 }
 
 impl WriteBehind {
@@ -508,14 +511,14 @@ impl Write for WriteBehind {
         let n = self.file.write(buf)?;
         self.written += n as u64;
         if self.written - self.started_to >= WRITE_BEHIND_BYTES {
-            let previous = self.started_to.saturating_sub(WRITE_BEHIND_BYTES);
-            if self.started_to > previous {
+            if self.started_to > self.waited_to {
                 let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                self.range(previous, self.started_to, wait);
+                self.range(self.waited_to, self.started_to, wait);
             }
             self.range(self.started_to, self.written, libc::SYNC_FILE_RANGE_WRITE);
+            self.waited_to = self.started_to;
             self.started_to = self.written;
         }
         Ok(n)
@@ -546,6 +549,7 @@ where
         file,
         written: 0,
         started_to: 0,
+        waited_to: 0,
     };
     let mut w = CrcWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
