@@ -575,6 +575,8 @@ mod tests {
             &["--cluster", "http://127.0.0.1:1,http://127.0.0.1:1"],
             &["--election-ticks", "1", "--heartbeat-ticks", "1"],
             &["--snapshot-count", "0"],
+            &["--io-threads", "0"],
+            &["--io-threads", "1025"],
             &["--log-level", "loud"],
             &["--wal-segment-size-bytes", "10"],
             &["--max-request-body-bytes", "134217728"],
