@@ -56,6 +56,8 @@ struct KvStatus {
     status: Status,
     /// Digest of the map, hex (see `kv.rs`).
     state_digest: String,
+    /// Number of keys.
+    keys: u64,
 }
 
 /// Read consistency.
@@ -396,6 +398,7 @@ impl Api {
                 let report = KvStatus {
                     status,
                     state_digest: format!("{digest:016x}"),
+                    keys: self.kv.len() as u64,
                 };
                 json(StatusCode::OK, &report)
             }

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod certs;
 pub mod command;
+pub mod ctl;
 pub mod events;
 pub mod kv;
 pub mod metrics;

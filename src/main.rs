@@ -27,6 +27,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Write a development CA and member/client certificates for a TLS cluster.
     Certs(raftexample::certs::CertsArgs),
+    /// A client for operators, as etcdctl: keys, members, endpoint status, backups.
+    Ctl(raftexample::ctl::CtlArgs),
 }
 
 /// glibc's allocator keeps freed memory of its per-thread arenas and, after the first large
@@ -50,6 +52,7 @@ fn main() {
     let code = match cli.command {
         Some(Command::Check(args)) => check::run(&args),
         Some(Command::Certs(args)) => raftexample::certs::run(&args),
+        Some(Command::Ctl(args)) => raftexample::ctl::run(&args),
         None => match Config::from_args(&cli.node) {
             Ok(config) => raftexample::server::run(config, &cli.kv),
             Err(e) => {
