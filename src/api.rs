@@ -33,7 +33,7 @@ use crate::kv::{KvOutput, KvStore};
 
 /// First path segments that are API names, not raftexample keys.
 pub const RESERVED: &[&str] = &[
-    "kv", "members", "leader", "status", "health", "metrics", "events",
+    "kv", "members", "leader", "status", "health", "metrics", "events", "snapshot",
 ];
 
 /// What every handler shares.
@@ -108,11 +108,14 @@ async fn route(api: &Api, req: Request<Incoming>) -> Answer {
         ["members"] if method == Method::GET => api.members(deadline).await,
         ["metrics"] if method == Method::GET => api.metrics_answer(deadline).await,
         ["events"] if method == Method::GET => crate::events::answer(&api.node),
+        ["snapshot"] if method == Method::GET => {
+            engine::backup::answer(&api.node, &api.outcomes, &query).await
+        }
         ["status", "digest-check"] => match method {
             Method::POST => api.digest_check(deadline).await,
             _ => not_allowed("POST"),
         },
-        ["status" | "health" | "members" | "metrics" | "events"] => not_allowed("GET"),
+        ["status" | "health" | "members" | "metrics" | "events" | "snapshot"] => not_allowed("GET"),
         ["members", id] => match method {
             Method::POST => {
                 let learner = query_param(&query, "learner").is_some_and(|v| v == "true");

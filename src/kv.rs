@@ -279,6 +279,23 @@ impl StateMachine for KvMachine {
         read_pairs(image, |_, _| Ok(())).map_err(|e| image_error(&e.to_string()))
     }
 
+    /// Keys, their bytes and the state digest (as `GET /status` gives it) of an image.
+    fn summarize(image: &mut dyn Read) -> Result<Vec<(String, serde_json::Value)>, ImageError> {
+        let (mut keys, mut bytes, mut digest) = (0u64, 0u64, 0u64);
+        read_pairs(image, |key, value| {
+            keys += 1;
+            bytes += (key.len() + value.len()) as u64;
+            digest ^= pair_hash(key, value);
+            Ok(())
+        })
+        .map_err(|e| image_error(&e.to_string()))?;
+        Ok(vec![
+            ("keys".into(), keys.into()),
+            ("bytes".into(), bytes.into()),
+            ("state_digest".into(), format!("{digest:016x}").into()),
+        ])
+    }
+
     fn image(&self) -> Vec<u8> {
         self.store.image()
     }

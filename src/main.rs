@@ -29,6 +29,11 @@ enum Command {
     Certs(raftexample::certs::CertsArgs),
     /// A client for operators, as etcdctl: keys, members, endpoint status, backups.
     Ctl(raftexample::ctl::CtlArgs),
+    /// Backups offline: `status FILE` checks one, `restore FILE` makes a new member from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: engine::backup::SnapshotCommand,
+    },
 }
 
 /// glibc's allocator keeps freed memory of its per-thread arenas and, after the first large
@@ -53,6 +58,9 @@ fn main() {
         Some(Command::Check(args)) => check::run(&args),
         Some(Command::Certs(args)) => raftexample::certs::run(&args),
         Some(Command::Ctl(args)) => raftexample::ctl::run(&args),
+        Some(Command::Snapshot { command }) => {
+            engine::backup::run_cli::<raftexample::kv::KvMachine>("raftexample", &command)
+        }
         None => match Config::from_args(&cli.node) {
             Ok(config) => raftexample::server::run(config, &cli.kv),
             Err(e) => {

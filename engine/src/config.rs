@@ -25,6 +25,11 @@ pub struct NodeArgs {
     /// Join a running cluster (after `curl -XPOST <member>/<id> -d <peer-url>`) instead of bootstrapping.
     #[arg(long)]
     pub join: bool,
+    /// After the majority is lost for good: commit everything in this member's log, make it
+    /// the only voter, mark every other member removed, and serve. Done once (recorded in the
+    /// data dir); the others come back under new IDs with --join. See the README first.
+    #[arg(long)]
+    pub force_new_cluster: bool,
     /// Directory for the write-ahead log [default: raftexample-<id>]; snapshots go to <data-dir>-snap.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -147,6 +152,8 @@ pub struct Config {
     pub cluster: Vec<String>,
     /// Join a running cluster instead of bootstrapping a new one.
     pub join: bool,
+    /// `--force-new-cluster`.
+    pub force_new_cluster: bool,
     /// WAL directory.
     pub wal_dir: PathBuf,
     /// Snapshot directory.
@@ -248,6 +255,12 @@ impl Config {
                 "--cluster lists the same peer URL twice: give every node its own URL",
             ));
         }
+        if args.force_new_cluster && args.join {
+            return Err(bad(
+                "--force-new-cluster and --join exclude each other: force the surviving member \
+                 alone, then start the new members with --join",
+            ));
+        }
         let own_url = &cluster[(args.id - 1) as usize];
         let peer_addr = match args.listen_peer_addr {
             Some(addr) => addr,
@@ -300,6 +313,7 @@ impl Config {
             id: args.id,
             cluster,
             join: args.join,
+            force_new_cluster: args.force_new_cluster,
             wal_dir,
             snap_dir: PathBuf::from(snap_dir),
             client_addr: SocketAddr::new(args.listen_client_addr, args.port),

@@ -80,6 +80,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod backup;
 pub mod config;
 pub mod disk;
 pub mod divergence;

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use raft::eraftpb::{ConfState, HardState, Snapshot};
+use raft::eraftpb::{ConfState, HardState, Snapshot, SnapshotMetadata};
 use slog::{info, warn, Logger};
 
 use crate::config::Config;
@@ -77,6 +77,13 @@ pub fn initialize(
     if wal::Wal::exists(&config.wal_dir) {
         return Ok(());
     }
+    if config.force_new_cluster {
+        return Err(fail(format!(
+            "--force-new-cluster needs the surviving member's data, and {} holds no WAL: start \
+             it with its own data dir",
+            config.wal_dir.display()
+        )));
+    }
     let dir = config.wal_dir.display();
     let cluster_id = join_cluster_id.unwrap_or_else(|| config.initial_cluster_id());
     let metadata = wal::Metadata {
@@ -93,7 +100,50 @@ pub fn initialize(
     snapshotter
         .save(&snapshot)
         .map_err(|e| fail(format!("cannot write the bootstrap snapshot: {e}")))?;
-    let meta = snapshot.get_metadata();
+    mark_snapshot(config, &mut wal, snapshot.get_metadata())?;
+    info!(logger, "bootstrapped a new cluster";
+        "cluster_id" => format!("{cluster_id:x}"), "voters" => config.cluster.len());
+    Ok(())
+}
+
+/// Creates the WAL of a member whose starting snapshot (`meta`, already in its file) was
+/// written by a restore: metadata with `cluster_id`, the snapshot's mark, a hard state
+/// committed up to it.
+///
+/// # Errors
+/// A WAL that exists already, or a disk error, as one sentence.
+pub fn seed_wal(
+    config: &Config,
+    cluster_id: u64,
+    meta: &SnapshotMetadata,
+) -> Result<(), StartError> {
+    if wal::Wal::exists(&config.wal_dir) {
+        return Err(fail(format!(
+            "{} already holds a WAL: restore into an empty --data-dir",
+            config.wal_dir.display()
+        )));
+    }
+    let metadata = wal::Metadata {
+        node_id: config.id,
+        cluster_id,
+    };
+    let mut wal =
+        wal::Wal::create(&config.wal_dir, metadata, wal_options(config)).map_err(|e| {
+            fail(format!(
+                "cannot create the WAL in {}: {e}",
+                config.wal_dir.display()
+            ))
+        })?;
+    mark_snapshot(config, &mut wal, meta)
+}
+
+/// Writes the mark of the snapshot `meta` and a hard state committed up to it, synced.
+fn mark_snapshot(
+    config: &Config,
+    wal: &mut wal::Wal,
+    meta: &SnapshotMetadata,
+) -> Result<(), StartError> {
+    let dir = config.wal_dir.display();
     let mark = wal::SnapshotMark {
         index: meta.index,
         term: meta.term,
@@ -108,10 +158,7 @@ pub fn initialize(
             };
             wal.save(Some(&hs), &[], true)
         })
-        .map_err(|e| fail(format!("cannot write the WAL in {dir}: {e}")))?;
-    info!(logger, "bootstrapped a new cluster";
-        "cluster_id" => format!("{cluster_id:x}"), "voters" => config.cluster.len());
-    Ok(())
+        .map_err(|e| fail(format!("cannot write the WAL in {dir}: {e}")))
 }
 
 /// The identical initial snapshot of every bootstrapping member.
@@ -180,7 +227,16 @@ pub fn recover(
         storage.apply_snapshot(snapshot.get_metadata());
     }
     let mut hs = replay.hard_state;
-    let last = replay.entries.last().map(|e| e.index).unwrap_or(at.0);
+    let mut wal = wal;
+    let mut entries = replay.entries;
+    if config.force_new_cluster {
+        let conf = snapshot
+            .as_ref()
+            .map(|s| s.get_metadata().get_conf_state().clone())
+            .unwrap_or_default();
+        force_new_cluster(config, &mut wal, &mut hs, &mut entries, conf, at, logger)?;
+    }
+    let last = entries.last().map(|e| e.index).unwrap_or(at.0);
     hs.commit = hs.commit.max(at.0);
     if hs.commit > last {
         warn!(logger, "hard state commit beyond the log; clamping"; "commit" => hs.commit, "last" => last);
@@ -188,11 +244,11 @@ pub fn recover(
     }
     hs.term = hs.term.max(at.1);
     storage.set_hard_state(hs.clone());
-    let own_url = own_url_in_log(config.id, &replay.entries, hs.commit);
-    let entries = replay.entries.len();
-    storage.append(replay.entries);
+    let own_url = own_url_in_log(config.id, &entries, hs.commit);
+    let count = entries.len();
+    storage.append(entries);
     info!(logger, "recovered from disk";
-        "snapshot_index" => at.0, "entries" => entries, "term" => hs.term, "commit" => hs.commit,
+        "snapshot_index" => at.0, "entries" => count, "term" => hs.term, "commit" => hs.commit,
         "cluster_id" => format!("{:x}", replay.metadata.cluster_id));
     Ok(Recovered {
         wal,
@@ -203,6 +259,143 @@ pub fn recover(
         applied: at,
         own_url,
     })
+}
+
+/// Where a forced new cluster is recorded (in the WAL dir): it happens once.
+pub fn forced_marker(config: &Config) -> std::path::PathBuf {
+    config.wal_dir.join("force-new-cluster")
+}
+
+/// `--force-new-cluster` (etcd's): this member survived the permanent loss of its majority.
+/// Every entry in its log is committed (an entry that reached it may have been acknowledged by
+/// the lost majority), then one removal per other member is appended and committed, in the
+/// WAL, before raft starts: raft applies them like any committed conf change, so this member
+/// is the only voter and every other ID is removed (peers hear 410 and can never depose it).
+/// Recorded in [`forced_marker`] once the WAL is synced; a restart with the flag still set
+/// does nothing more.
+fn force_new_cluster(
+    config: &Config,
+    wal: &mut wal::Wal,
+    hs: &mut HardState,
+    entries: &mut Vec<raft::eraftpb::Entry>,
+    snapshot_conf: ConfState,
+    at: (u64, u64),
+    logger: &Logger,
+) -> Result<(), StartError> {
+    use protobuf::Message as _;
+    use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
+    let marker = forced_marker(config);
+    if let Ok(done) = std::fs::read_to_string(&marker) {
+        warn!(logger, "--force-new-cluster is set but this member already forced a new cluster: \
+            ignoring it (remove the flag)"; "record" => done.trim(), "file" => marker.display().to_string());
+        return Ok(());
+    }
+    // The configuration after every entry of the log (all of them are about to commit).
+    let mut voters: std::collections::BTreeSet<u64> =
+        snapshot_conf.voters.iter().copied().collect();
+    let mut learners: std::collections::BTreeSet<u64> =
+        snapshot_conf.learners.iter().copied().collect();
+    for e in entries.iter() {
+        match e.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let mut cc = ConfChange::default();
+                if cc.merge_from_bytes(&e.data).is_err() {
+                    continue;
+                }
+                let id = cc.node_id;
+                match cc.get_change_type() {
+                    ConfChangeType::AddNode => {
+                        learners.remove(&id);
+                        voters.insert(id);
+                    }
+                    ConfChangeType::AddLearnerNode => {
+                        voters.remove(&id);
+                        learners.insert(id);
+                    }
+                    ConfChangeType::RemoveNode => {
+                        voters.remove(&id);
+                        learners.remove(&id);
+                    }
+                }
+            }
+            EntryType::EntryConfChangeV2 => {
+                return Err(fail(format!(
+                    "the log holds a joint configuration change at index {}, which \
+                     --force-new-cluster cannot resolve",
+                    e.index
+                )))
+            }
+            EntryType::EntryNormal => {}
+        }
+    }
+    if !voters.contains(&config.id) {
+        return Err(fail(format!(
+            "node {} is not a voter in its own log (a learner, or removed): only a surviving \
+             voter can force a new cluster",
+            config.id
+        )));
+    }
+    let last = entries.last().map_or(at, |e| (e.index, e.term));
+    let term = hs.term.max(last.1);
+    let others: Vec<u64> = voters
+        .iter()
+        .chain(learners.iter())
+        .copied()
+        .filter(|id| *id != config.id)
+        .collect();
+    let context = crate::framing::ConfChangeContext {
+        request_id: 0,
+        url: String::new(),
+        promote_when_ready: false,
+    }
+    .encode();
+    let added: Vec<Entry> = others
+        .iter()
+        .zip(last.0 + 1..)
+        .map(|(id, index)| {
+            let cc = ConfChange {
+                change_type: ConfChangeType::RemoveNode,
+                node_id: *id,
+                context: context.clone().into(),
+                ..Default::default()
+            };
+            Entry {
+                entry_type: EntryType::EntryConfChange,
+                term,
+                index,
+                data: cc.write_to_bytes().expect("a conf change encodes").into(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let from_commit = hs.commit;
+    hs.term = term;
+    hs.commit = last.0 + added.len() as u64;
+    wal.save(Some(hs), &added, true).map_err(|e| {
+        fail(format!(
+            "cannot write the WAL in {}: {e}",
+            config.wal_dir.display()
+        ))
+    })?;
+    let record = format!(
+        "forced at index {} (commit raised from {from_commit}), removed {others:?}\n",
+        hs.commit
+    );
+    std::fs::write(&marker, &record)
+        .and_then(|_| std::fs::File::open(&marker)?.sync_all())
+        .and_then(|_| std::fs::File::open(&config.wal_dir)?.sync_all())
+        .map_err(|e| {
+            fail(format!(
+                "cannot record the forced cluster in {}: {e}",
+                marker.display()
+            ))
+        })?;
+    warn!(logger, "FORCING A NEW CLUSTER (--force-new-cluster): every entry in this member's log \
+        is now committed, it is the only voter and every other member is removed for good; add \
+        new members with `member add` and --join, under new IDs";
+        "commit_was" => from_commit, "commit" => hs.commit, "removed" => format!("{others:?}"));
+    entries.extend(added);
+    Ok(())
 }
 
 /// The last peer URL the committed `entries` (up to `commit`) give node `id`.

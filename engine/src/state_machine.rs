@@ -121,6 +121,20 @@ pub trait StateMachine: Send + 'static {
     where
         Self: Sized;
 
+    /// A summary of an image for operators (`snapshot status`: the KV gives its key count),
+    /// as (name, value) rows, read from the stream like [`StateMachine::validate`], which it
+    /// MUST imply: an image it accepts restores. The default validates and says nothing more.
+    ///
+    /// # Errors
+    /// [`ImageError`] naming the first problem.
+    fn summarize(image: &mut dyn Read) -> Result<Vec<(String, serde_json::Value)>, ImageError>
+    where
+        Self: Sized,
+    {
+        Self::validate(image)?;
+        Ok(Vec::new())
+    }
+
     /// The image of the current state (image strategy; called on the apply thread).
     fn image(&self) -> Vec<u8>;
 

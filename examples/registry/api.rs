@@ -96,7 +96,10 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Answer {
                 .health(&api.node, deadline, api.config.snapshot_count)
                 .await
         }
-        (["watch" | "status" | "health"], _) => not_allowed("GET"),
+        (["snapshot"], Method::GET) => {
+            engine::backup::answer(&api.node, &api.outcomes, &query).await
+        }
+        (["watch" | "status" | "health" | "snapshot"], _) => not_allowed("GET"),
         ([id], Method::POST) if is_node_id(id) => api.add_member(id, req, deadline).await,
         ([id], Method::DELETE) if is_node_id(id) => {
             api.outcomes

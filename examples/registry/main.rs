@@ -40,8 +40,14 @@ use crate::registry::Registry;
 
 /// A replicated service registry on raft.
 #[derive(Parser)]
-#[command(version, args_override_self = true)]
+#[command(
+    version,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     #[command(flatten)]
     node: NodeArgs,
     /// Registry events kept in memory for watchers that resume with Last-Event-ID.
@@ -49,9 +55,24 @@ struct Cli {
     watch_history: usize,
 }
 
+/// Subcommands (none: run a node).
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Backups offline: `status FILE` checks one, `restore FILE` makes a new member from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: engine::backup::SnapshotCommand,
+    },
+}
+
 fn main() {
     engine::abort_on_panic();
     let cli = Cli::parse();
+    if let Some(Sub::Snapshot { command }) = &cli.command {
+        std::process::exit(engine::backup::run_cli::<RegistryMachine>(
+            "registry", command,
+        ));
+    }
     let code = match Config::from_args(&cli.node) {
         Ok(config) => run(config, cli.watch_history),
         Err(e) => {

@@ -1,0 +1,391 @@
+//! Operating a cluster (issue "Operating a cluster"): backups streamed from a live member
+//! (`GET /snapshot`), `snapshot status` and `snapshot restore` offline, and
+//! `--force-new-cluster` after a majority is lost for good. Real processes, real files.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{poll, Cluster};
+
+/// Runs `raftexample <args>` in `dir`.
+fn raftexample(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raftexample"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run raftexample")
+}
+
+/// `GET /snapshot` (with `query`) from `node`, written to `file`; the status code.
+fn save_backup(node: &support::Node, query: &str, file: &Path) -> u16 {
+    let reply = support::request(
+        node.client,
+        "GET",
+        &format!("/snapshot{query}"),
+        &[],
+        b"",
+        Duration::from_secs(60),
+    )
+    .expect("GET /snapshot answers");
+    if reply.status == 200 {
+        std::fs::write(file, &reply.body).unwrap();
+    }
+    reply.status
+}
+
+/// `snapshot status -w json`, parsed; panics with stderr when it fails.
+fn backup_status(dir: &Path, file: &Path) -> serde_json::Value {
+    let out = raftexample(
+        dir,
+        &["snapshot", "status", "-w", "json", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "snapshot status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("snapshot status -w json is JSON")
+}
+
+/// Restores `file` into every (prepared, not started) node of `c`.
+fn restore_into(c: &Cluster, file: &Path) {
+    let cluster = c.peer_urls.join(",");
+    for node in &c.nodes {
+        let id = node.id.to_string();
+        let out = raftexample(
+            c.dir(),
+            &[
+                "snapshot",
+                "restore",
+                file.to_str().unwrap(),
+                "--id",
+                &id,
+                "--cluster",
+                &cluster,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "restore of node {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// Intent: a backup taken from a follower while writes go on holds every write acknowledged
+// before it was asked for; restoring the one file on three fresh members gives a new cluster
+// with the same digest and key count as the backup, that serves and takes writes, whose
+// members refuse the old cluster's peers with 412; and a backup of the quiet source has the
+// source's digest.
+#[test]
+fn a_backup_under_load_restores_into_a_new_cluster() {
+    let mut source = Cluster::start(3, &["--snapshot-count", "300"]);
+    let leader = source.wait_leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let addr = source.node(1 + w).client;
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(40);
+                for i in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > end {
+                        break;
+                    }
+                    let (key, value) = (format!("w{w}-{i}"), format!("value-{i}"));
+                    let r = support::request(
+                        addr,
+                        "PUT",
+                        &format!("/{key}"),
+                        &[],
+                        value.as_bytes(),
+                        Duration::from_secs(5),
+                    );
+                    if r.is_ok_and(|r| r.status == 204) {
+                        acked.lock().unwrap().insert(key, value);
+                    }
+                }
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(30), "400 acknowledged writes", || {
+        (acked.lock().unwrap().len() >= 400).then_some(())
+    });
+    let before = acked.lock().unwrap().clone();
+    let file = source.dir().join("backup.rxb");
+    assert_eq!(save_backup(source.node(follower), "", &file), 200);
+    // Writes go on while the backup streams and after it.
+    let at_save = acked.lock().unwrap().len();
+    poll(Duration::from_secs(30), "writes after the backup", || {
+        (acked.lock().unwrap().len() > at_save + 50).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let status = backup_status(source.dir(), &file);
+    let keys = status["keys"].as_u64().unwrap();
+    assert!(keys >= before.len() as u64, "{status}");
+    assert_eq!(status["hash"].as_str().unwrap().len(), 64);
+
+    let mut restored = Cluster::new(3, &[]);
+    restore_into(&restored, &file);
+    for node in &mut restored.nodes {
+        node.start();
+    }
+    restored.wait_leader();
+    for id in 1..=3 {
+        let s = restored.node(id).status().unwrap();
+        assert_eq!(s["state_digest"], status["state_digest"], "node {id}: {s}");
+        assert_eq!(s["keys"].as_u64(), Some(keys), "node {id}");
+        assert_ne!(
+            s["cluster_id"],
+            source.node(1).status().unwrap()["cluster_id"]
+        );
+    }
+    for (key, value) in &before {
+        let r = restored.node(2).get(key).unwrap();
+        assert_eq!((r.status, r.text()), (200, value.clone()), "key {key}");
+    }
+    restored.put_eventually(3, "after-restore", "yes");
+    assert_eq!(restored.node(1).get("after-restore").unwrap().text(), "yes");
+    // A member of the old cluster is refused by the new one.
+    let old_id = support::cluster_id_of(([127, 0, 0, 1], source.node(1).peer_port).into());
+    let peer = ([127, 0, 0, 1], restored.node(1).peer_port).into();
+    let r = support::post_raft_batch(peer, &old_id, 2, 1, &[]).unwrap();
+    assert_eq!(r.status, 412, "{}", r.text());
+
+    // The quiet source: a serializable backup from any member has its digest.
+    let (_, digest) = source.wait_converged();
+    let quiet = source.dir().join("quiet.rxb");
+    assert_eq!(
+        save_backup(source.node(leader), "?consistency=serializable", &quiet),
+        200
+    );
+    assert_eq!(backup_status(source.dir(), &quiet)["state_digest"], digest);
+}
+
+// Intent: a backup with one flipped byte, a truncated one, or any other file is refused by
+// `snapshot status` and by `snapshot restore` with a sentence and exit status 1, and a refused
+// restore writes nothing; a restore never overwrites a data dir that is not empty.
+#[test]
+fn a_damaged_backup_is_refused_and_a_restore_never_overwrites() {
+    let c = Cluster::start(1, &[]);
+    for i in 0..30 {
+        c.put_eventually(1, &format!("k{i}"), &"x".repeat(100));
+    }
+    let good = c.dir().join("good.rxb");
+    assert_eq!(save_backup(c.node(1), "", &good), 200);
+    let bytes = std::fs::read(&good).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("flipped", flipped, "damaged"),
+        ("truncated", bytes[..bytes.len() - 10].to_vec(), "truncated"),
+        (
+            "trailing",
+            [bytes.clone(), vec![0]].concat(),
+            "after its SHA-256",
+        ),
+        (
+            "foreign",
+            b"not a backup at all".to_vec(),
+            "not a raftexample backup",
+        ),
+    ];
+    let cluster = "http://127.0.0.1:1,http://127.0.0.1:2";
+    for (name, content, says) in cases {
+        let file = work.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let path = file.to_str().unwrap();
+        let out = raftexample(work.path(), &["snapshot", "status", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+        let out = raftexample(
+            work.path(),
+            &[
+                "snapshot",
+                "restore",
+                path,
+                "--id",
+                "1",
+                "--cluster",
+                cluster,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(!work.path().join("raftexample-1").exists(), "{name}");
+        assert!(!work.path().join("raftexample-1-snap").exists(), "{name}");
+    }
+    let path = good.to_str().unwrap();
+    let args = [
+        "snapshot",
+        "restore",
+        path,
+        "--id",
+        "1",
+        "--cluster",
+        cluster,
+    ];
+    assert!(raftexample(work.path(), &args).status.success());
+    let wal: Vec<PathBuf> = std::fs::read_dir(work.path().join("raftexample-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let out = raftexample(work.path(), &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    let after: Vec<PathBuf> = std::fs::read_dir(work.path().join("raftexample-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(wal, after, "the refused restore changed nothing");
+}
+
+// Intent: without a leader, a linearizable backup is refused with 503 (known not taken) and a
+// serializable one is served by the lone member.
+#[test]
+fn a_member_without_a_leader_serves_only_serializable_backups() {
+    let mut c = Cluster::start(3, &[]);
+    c.put_eventually(1, "k", "v");
+    c.node_mut(2).kill();
+    c.node_mut(3).kill();
+    poll(Duration::from_secs(20), "node 1 to lose its leader", || {
+        let s = c.node(1).status()?;
+        (s["leader"].as_u64()? == 0).then_some(())
+    });
+    let file = c.dir().join("b.rxb");
+    assert_eq!(save_backup(c.node(1), "", &file), 503);
+    assert!(!file.exists());
+    assert_eq!(
+        save_backup(c.node(1), "?consistency=serializable", &file),
+        200
+    );
+    assert_eq!(backup_status(c.dir(), &file)["keys"], 1);
+    let r = c
+        .node(1)
+        .req("GET", "/snapshot?consistency=eventual", b"")
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = c.node(1).req("PUT", "/snapshot", b"x").unwrap();
+    assert_eq!(r.status, 405, "{}", r.text());
+}
+
+// Intent: after two of three members are lost for good, `--force-new-cluster` on the survivor
+// keeps every acknowledged write, makes it the only voter and serves; two new members added
+// under new IDs catch up and hold every write; the old IDs are refused (410) when they come
+// back; a restart with the flag still set does not force again.
+#[test]
+fn force_new_cluster_recovers_a_lost_majority_without_losing_writes() {
+    let mut c = Cluster::start(3, &["--snapshot-count", "50"]);
+    let mut acked = Vec::new();
+    for i in 0..120 {
+        let via = 1 + i % 3;
+        c.put_eventually(via, &format!("k{i}"), &format!("v{i}"));
+        acked.push(i);
+    }
+    // Two members are gone for good (killed; their data stays on disk for the last check).
+    c.node_mut(2).kill();
+    c.node_mut(3).kill();
+    c.node_mut(1).kill();
+    c.node_mut(1).args.push("--force-new-cluster".into());
+    c.node_mut(1).start();
+    let s = poll(Duration::from_secs(20), "the forced member to lead", || {
+        let s = c.node(1).status()?;
+        (s["role"] == "leader").then_some(s)
+    });
+    assert_eq!(s["voters"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(s["removed_ids"], serde_json::json!([2, 3]), "{s}");
+    assert!(c.node(1).log().contains("FORCING A NEW CLUSTER"));
+    c.put_eventually(1, "after-force", "yes");
+    for i in &acked {
+        assert_eq!(
+            c.node(1).get(&format!("k{i}")).unwrap().text(),
+            format!("v{i}")
+        );
+    }
+    // Two new members, one at a time, the raftexample way (their flags are node 1's, without
+    // the force).
+    c.node_mut(1).args.pop();
+    for _ in 0..2 {
+        let (id, url) = c.prepare_joiner(&[]);
+        let r = c
+            .node(1)
+            .req("POST", &format!("/{id}"), url.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        c.node_mut(id).start();
+        poll(
+            Duration::from_secs(30),
+            "the new member to be a voter",
+            || {
+                let s = c.node(1).status()?;
+                let voters = s["voters"].as_array()?;
+                voters.iter().any(|v| v["id"] == id).then_some(())
+            },
+        );
+    }
+    for id in [4, 5] {
+        for i in &acked {
+            let r = c.node(id).get(&format!("k{i}")).unwrap();
+            assert_eq!((r.status, r.text()), (200, format!("v{i}")), "node {id}");
+        }
+        assert_eq!(c.node(id).get("after-force").unwrap().text(), "yes");
+    }
+    // A restart with the flag still set does not force again: the cluster keeps 3 voters.
+    c.node_mut(1).args.push("--force-new-cluster".into());
+    c.node_mut(1).terminate();
+    c.node_mut(1).start();
+    c.wait_leader();
+    let s = c.node(1).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 3, "{s}");
+    assert!(c.node(1).log().contains("already forced a new cluster"));
+    c.put_eventually(4, "after-restart", "yes");
+    // An old member that comes back is refused: its ID was removed.
+    c.node_mut(2).start();
+    assert_eq!(c.node_mut(2).wait_exit(Duration::from_secs(30)), Some(1));
+    assert!(c.node(2).log().contains("removed"), "{}", c.node(2).log());
+}
+
+// Intent: `--force-new-cluster` is refused with a sentence where it cannot work: with --join,
+// and on a member with no data.
+#[test]
+fn force_new_cluster_is_refused_without_data_or_with_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_ports(2);
+    let cluster = format!("http://127.0.0.1:{}", port[0]);
+    let client = port[1].to_string();
+    let base = [
+        "--cluster",
+        &cluster,
+        "--port",
+        &client,
+        "--force-new-cluster",
+    ];
+    let out = raftexample(dir.path(), &[&base[..], &["--join"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exclude each other"));
+    let out = raftexample(dir.path(), &base);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("holds no WAL"), "{err}");
+    assert!(!dir
+        .path()
+        .join("raftexample-1")
+        .join("0000000000000000-0000000000000000.wal")
+        .exists());
+}
