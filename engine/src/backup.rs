@@ -119,6 +119,12 @@ impl Header {
             _ => format!("the backup header's membership is malformed: {e}"),
         })?;
         let data_len = read_u64(r).map_err(short)?;
+        let (index, term) = (u64s[1], u64s[2]);
+        if index == 0 || term == 0 || term > crate::limits::MAX_TERM {
+            return Err(format!(
+                "the backup header names index {index} and term {term}, which no snapshot has"
+            ));
+        }
         Ok(Header {
             cluster_id: u64s[0],
             index: u64s[1],
@@ -679,6 +685,11 @@ mod tests {
                 "{cut}: {err}"
             );
         }
+        let mut zero = bytes.clone();
+        zero[17..25].fill(0);
+        assert!(Header::decode(&mut zero.as_slice())
+            .unwrap_err()
+            .contains("which no snapshot has"));
         let mut other = bytes.clone();
         other[8] = 9;
         assert!(Header::decode(&mut other.as_slice())
