@@ -16,7 +16,11 @@
 //!   "members": [{"id": ID, "url": URL}, ...]}`,
 //!   asked by a starting node N (`I` is what a leader saw it acknowledge, else 0; `started` is
 //!   its last start record as this member applied it). A node that has not bootstrapped yet
-//!   answers `{"fresh": true, "id": M}` (see `node.rs`).
+//!   answers `{"fresh": true, "id": M}` (see `node.rs`). A node that is not a member yet names
+//!   the peer URL it would join with in [`HEADER_PEER_URL`] (what its certificate must name);
+//! - `POST /raft/join`: `{"id": N, "url": URL}` (at most [`MAX_JOIN_BODY_BYTES`]), the cluster
+//!   headers with `X-Raft-From: N`: a `--join` node that is not a member asks to be added (as
+//!   `POST /{id}` does: a learner promoted once it started and caught up). See [`join`].
 //!
 //! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
 //! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 409 this node
@@ -41,11 +45,13 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::framing::read_envelope;
+use crate::handle::{ChangeError, Conflict};
 use crate::http::{json, read_body, text, Answer};
 use crate::limits::{MAX_BATCH_BODY_BYTES, MAX_TERM};
 use crate::membership::Membership;
-use crate::protocol::{Msg, ReceiveSlot, StagedSnapshot};
+use crate::protocol::{MemberChange, Msg, ReceiveSlot, StagedSnapshot};
 use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_INCARNATION, HEADER_TO};
+use crate::waiters::Applied;
 
 /// Largest snapshot data a node receives (its disk's free space above the floor bounds it
 /// further).
@@ -60,6 +66,16 @@ const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks of a snapshot body buffered between the connection and the file writer.
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
+/// Largest join request body: an ID and one peer URL take a few dozen bytes.
+pub const MAX_JOIN_BODY_BYTES: usize = 4096;
+/// Time a join request body has to arrive.
+const JOIN_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Header: the peer URL a node that is not a member yet would join with (on its probe).
+pub const HEADER_PEER_URL: &str = "x-raft-peer-url";
+/// Header on a join answer from a member that does not lead: the leader's ID.
+pub const HEADER_LEADER: &str = "x-raft-leader";
+/// Header on a join answer from a member that does not lead: the leader's peer URL.
+pub const HEADER_LEADER_URL: &str = "x-raft-leader-url";
 
 /// Why a peer request was refused; each reason has its own counter in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +182,19 @@ impl Refused {
 /// A refusal with the sentence sent back.
 type Refusal = (Refused, String);
 
+/// Proposes a membership change through the engine (the node's `Handle`, which waits for a
+/// leader) and resolves once it is applied on this node, or with why not. Set on the gate
+/// once the handle exists (the end of `node::start`).
+pub type ChangeMembers = Box<
+    dyn Fn(
+            u64,
+            MemberChange,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Applied, ChangeError>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// What the peer server checks requests against; published by the raft thread.
 pub struct PeerGate {
     cluster_id: u64,
@@ -194,6 +223,8 @@ pub struct PeerGate {
     /// `--cluster`: whose URL a certificate must name while this node knows no membership
     /// yet (a joiner before its first snapshot).
     cluster_urls: Vec<String>,
+    /// How join requests reach the engine; unset while the node starts (then 503).
+    change_members: std::sync::OnceLock<ChangeMembers>,
 }
 
 /// The application's image check (`StateMachine::validate`).
@@ -228,7 +259,13 @@ impl PeerGate {
             receiving: Arc::new(AtomicBool::new(false)),
             policy: None,
             cluster_urls: Vec::new(),
+            change_members: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets join requests ask for membership changes (once; later calls are ignored).
+    pub fn set_change_members(&self, change: ChangeMembers) {
+        let _ = self.change_members.set(change);
     }
 
     /// Checks every peer's certificate against `policy` (peer TLS); `cluster_urls` (the
@@ -247,13 +284,19 @@ impl PeerGate {
     /// only that it is an allowed peer certificate), else the refusal. With
     /// `--peer-client-cert-auth` a certificate speaks only for the member it names: a URI
     /// SAN equal to that member's peer URL, or its URL's host among the SANs when no other
-    /// member shares that host.
-    fn check_identity(&self, req: &Request<Incoming>, from: Option<u64>) -> Result<(), Refusal> {
+    /// member shares that host. `joining`: the peer URL a node that is not a member (yet)
+    /// claims; its certificate must name that URL instead.
+    fn check_identity(
+        &self,
+        extensions: &hyper::http::Extensions,
+        from: Option<u64>,
+        joining: Option<&str>,
+    ) -> Result<(), Refusal> {
         let Some(policy) = &self.policy else {
             return Ok(());
         };
         let refuse = |why: String| (Refused::Identity, why);
-        let cert = req.extensions().get::<crate::tls::PeerCertificate>();
+        let cert = extensions.get::<crate::tls::PeerCertificate>();
         let Some(id) = policy.admit(cert).map_err(refuse)? else {
             return Ok(());
         };
@@ -261,15 +304,15 @@ impl PeerGate {
             return Ok(());
         };
         let applied = self.members.read().unwrap_or_else(|e| e.into_inner());
-        // The applied membership, or `--cluster` while none is applied (a joiner).
         let fallback: Vec<(u64, String)>;
         let members: &[(u64, String)] = if applied.is_empty() {
-            fallback = (1u64..).zip(self.cluster_urls.iter().cloned()).collect();
+            fallback = self.initial_members();
             &fallback
         } else {
             &applied
         };
-        let Some((_, url)) = members.iter().find(|(m, _)| *m == from) else {
+        let known = members.iter().find(|(m, _)| *m == from).map(|(_, u)| u);
+        let Some(url) = known.map(String::as_str).or(joining) else {
             return Err(refuse(format!(
                 "node {from} is not a member this node knows: its certificate ({}) cannot speak \
                  for it",
@@ -288,6 +331,11 @@ impl PeerGate {
              for itself; issue node {from} a certificate with the URI SAN {url}",
             id.describe()
         )))
+    }
+
+    /// `--cluster` as members (whom a joiner knows before its first snapshot).
+    fn initial_members(&self) -> Vec<(u64, String)> {
+        (1u64..).zip(self.cluster_urls.iter().cloned()).collect()
     }
 
     /// Publishes the leader this node follows (0 for none) and the current term (raft
@@ -401,7 +449,15 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
                 .query()
                 .and_then(|q| q.strip_prefix("id="))
                 .and_then(|id| id.parse::<u64>().ok());
-            if let Err((reason, sentence)) = gate.check_identity(&req, asker) {
+            // A node that is not a member yet names the URL it would join with.
+            let joining = req
+                .headers()
+                .get(HEADER_PEER_URL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Err((reason, sentence)) =
+                gate.check_identity(req.extensions(), asker, joining.as_deref())
+            {
                 gate.count_refused(reason);
                 return text(reason.status(), sentence);
             }
@@ -428,13 +484,235 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
                 }),
             )
         }
-        (_, "/raft" | "/raft/snapshot" | "/raft/cluster") => text(
+        (&Method::POST, "/raft/join") => join(&gate, req).await,
+        (_, "/raft" | "/raft/snapshot" | "/raft/cluster" | "/raft/join") => text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST for /raft and /raft/snapshot, GET for /raft/cluster",
+            "use POST for /raft, /raft/snapshot and /raft/join, GET for /raft/cluster",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
             "not a peer route: this is the raft peer port",
+        ),
+    }
+}
+
+/// A join request's body.
+#[derive(Debug, serde::Deserialize)]
+struct JoinRequest {
+    id: u64,
+    url: String,
+}
+
+/// `POST /raft/join`: a `--join` node that is not a member asks to be added with its peer URL,
+/// as `POST /{id}` does (a learner, promoted once it started and caught up).
+///
+/// Nothing is proposed unless every check passes: the cluster headers (400, another cluster
+/// 412), a removed ID (410: IDs are never reused), the body (over [`MAX_JOIN_BODY_BYTES`]
+/// 413; not `{"id": N, "url": URL}`, ID 0 or not `X-Raft-From`, a URL that is not
+/// `scheme://host:port` in this cluster's scheme: 400) and, under `--peer-client-cert-auth`,
+/// a certificate that names that URL (403). Only the leader proposes: a follower cannot see
+/// a change pending on the leader, whose raft-rs would turn a second one into an empty entry
+/// (trap 3); a follower answers 503 with the leader's ID and URL in [`HEADER_LEADER`] and
+/// [`HEADER_LEADER_URL`]. Then:
+/// - 204 once the change is applied here, or at once when the ID already is a member with
+///   that URL (a retry, or `POST /{id}` came first);
+/// - 409 with `Retry-After` while another membership change is pending: retry;
+/// - 409 without it when the ID is a member under another URL or another member has the
+///   URL: final;
+/// - 503 with `Retry-After`: known not applied (no leader, starting, overloaded); 504: the
+///   outcome is unknown (a retry finds out).
+async fn join(gate: &PeerGate, req: Request<Incoming>) -> Answer {
+    match admit_join(gate, req).await {
+        Ok((id, url)) => propose_join(gate, id, url).await,
+        Err(answer) => answer,
+    }
+}
+
+/// The checks of a join request, before anything is proposed: the joining ID and URL, or
+/// the answer.
+async fn admit_join(gate: &PeerGate, req: Request<Incoming>) -> Result<(u64, String), Answer> {
+    let refuse = |(reason, sentence): Refusal| {
+        gate.count_refused(reason);
+        text(reason.status(), sentence)
+    };
+    let (parts, body) = req.into_parts();
+    let from = check_cluster_headers(gate, &parts.headers).map_err(|(reason, sentence)| {
+        let sentence = match reason {
+            Refused::Removed => removed_sentence(header_id(&parts.headers)),
+            _ => sentence,
+        };
+        refuse((reason, sentence))
+    })?;
+    // An allowed certificate at all, before the body is read.
+    gate.check_identity(&parts.extensions, None, None)
+        .map_err(refuse)?;
+    let deadline = Instant::now() + JOIN_BODY_TIMEOUT;
+    let body = read_body(body, MAX_JOIN_BODY_BYTES, deadline).await?;
+    let (id, url) = parse_join(&body, from, gate.policy.is_some()).map_err(refuse)?;
+    gate.check_identity(&parts.extensions, Some(id), Some(&url))
+        .map_err(refuse)?;
+    Ok((id, url))
+}
+
+fn header_id(headers: &hyper::HeaderMap) -> u64 {
+    header_str(headers, HEADER_FROM)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn removed_sentence(id: u64) -> String {
+    format!(
+        "node {id} was removed from this cluster, and an ID is never reused (a node with its \
+         old data could vote twice): wipe its data dirs and join under a new ID"
+    )
+}
+
+/// The joining ID and its peer URL (without a trailing `/`) from a join request's body, sent
+/// by `from`; `https`: this cluster's peer URLs are `https://`.
+fn parse_join(body: &[u8], from: u64, https: bool) -> Result<(u64, String), Refusal> {
+    let bad = |why: String| (Refused::Malformed, why);
+    let request: JoinRequest = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "a join request is {{\"id\": <node ID>, \"url\": \"<peer URL>\"}}: {e}"
+        ))
+    })?;
+    if request.id == 0 {
+        return Err(bad(
+            "node ID 0 is not a node ID: use a positive integer".into()
+        ));
+    }
+    if request.id != from {
+        return Err(bad(format!(
+            "the join request is for node {} but comes from node {from} (X-Raft-From): a \
+             node asks to join only for itself",
+            request.id
+        )));
+    }
+    let url = request.url.trim().trim_end_matches('/');
+    crate::config::parse_peer_url(url).map_err(|e| bad(e.to_string()))?;
+    let scheme = if https { "https://" } else { "http://" };
+    if !url.starts_with(scheme) {
+        return Err(bad(format!(
+            "this cluster's peer URLs are {scheme}...: join with such a peer URL"
+        )));
+    }
+    Ok((request.id, url.to_string()))
+}
+
+/// `status` with `Retry-After: 1`: a refusal that a later attempt can overcome.
+fn retry_later(status: StatusCode, sentence: impl Into<String>) -> Answer {
+    let mut answer = text(status, sentence);
+    answer.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(1),
+    );
+    answer
+}
+
+/// Proposes the joiner's addition on the leader (see [`join`]).
+async fn propose_join(gate: &PeerGate, id: u64, url: String) -> Answer {
+    let Some(change) = gate.change_members.get() else {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this member is starting: retry shortly",
+        );
+    };
+    let (leader, _) = gate.leader();
+    if leader == 0 {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this member knows no leader: retry shortly",
+        );
+    }
+    let members = gate
+        .members
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if leader != gate.self_id {
+        let leader_url = members.iter().find(|(m, _)| *m == leader).map(|(_, u)| u);
+        let mut answer = retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this member does not lead: send the join request to the leader, node {leader} \
+                 ({})",
+                leader_url.map_or("its URL is not known here", String::as_str)
+            ),
+        );
+        if let Some(value) = leader_url.and_then(|u| u.parse().ok()) {
+            let headers = answer.headers_mut();
+            headers.insert(HEADER_LEADER_URL, value);
+            headers.insert(HEADER_LEADER, leader.into());
+        }
+        return answer;
+    }
+    if let Some(answer) = known_join(&members, id, &url) {
+        return answer;
+    }
+    let outcome = change(
+        id,
+        MemberChange::Add {
+            url: url.clone(),
+            learner: false,
+        },
+    )
+    .await;
+    match outcome {
+        Ok(a) => crate::outcome::applied(StatusCode::NO_CONTENT, a.index, a.term),
+        Err(e) => join_failed(e, id),
+    }
+}
+
+/// The answer when the applied membership already decides a join: the ID is a member (with
+/// this URL: done; with another: the ID is taken), or another member has the URL.
+fn known_join(members: &[(u64, String)], id: u64, url: &str) -> Option<Answer> {
+    if let Some((_, theirs)) = members.iter().find(|(m, _)| *m == id) {
+        if theirs == url {
+            return Some(text(StatusCode::NO_CONTENT, ""));
+        }
+        return Some(text(
+            StatusCode::CONFLICT,
+            format!(
+                "node ID {id} is taken: it is a member with the peer URL {theirs}, not {url}; \
+                 start the new node under an ID of its own"
+            ),
+        ));
+    }
+    let (owner, _) = members.iter().find(|(_, u)| u == url)?;
+    Some(text(
+        StatusCode::CONFLICT,
+        format!("peer URL {url} already belongs to node {owner}: give the new node its own URL"),
+    ))
+}
+
+/// How a failed join reads to the joiner (see [`join`]).
+fn join_failed(e: ChangeError, id: u64) -> Answer {
+    match e {
+        ChangeError::Conflict(Conflict::ChangePending) => retry_later(
+            StatusCode::CONFLICT,
+            "another membership change is pending: retry once it is applied",
+        ),
+        // Applied on the raft thread but not published here yet: a retry sees it.
+        ChangeError::Conflict(Conflict::AlreadyMember(_)) => retry_later(
+            StatusCode::CONFLICT,
+            format!("node {id} just became a member: ask again"),
+        ),
+        ChangeError::Conflict(Conflict::IdRemoved(id)) => {
+            text(StatusCode::GONE, removed_sentence(id))
+        }
+        ChangeError::Conflict(c) => crate::outcome::conflict(c),
+        ChangeError::NotApplied(e) => retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the join was not applied ({e}): retry"),
+        ),
+        ChangeError::Refused(reason) => text(
+            StatusCode::CONFLICT,
+            format!("the join committed but was rejected: {reason}"),
+        ),
+        ChangeError::Unknown => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the join timed out: it may still take effect; ask again (a member with this URL \
+             is answered 204)",
         ),
     }
 }
@@ -771,15 +1049,40 @@ fn refuse_when_disk_full(gate: &PeerGate, what: &str) -> Option<Answer> {
 
 /// The sender's ID, or why the request is refused.
 fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusal> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let from = check_cluster_headers(gate, req.headers())?;
+    gate.check_identity(req.extensions(), Some(from), None)?;
+    // A sender that names an older start of itself than the one applied here lost its data
+    // (wiped, or rolled back to an older copy): its votes and acknowledgements are not
+    // trusted. No header (an older release, a tool) is not checked.
+    let incarnation = header_str(req.headers(), HEADER_INCARNATION);
+    if let Some((incarnation, nonce)) = incarnation.and_then(parse_start) {
+        if let Some((known, known_nonce)) = gate.start_of(from) {
+            if known >= incarnation && known_nonce != nonce {
+                return Err((
+                    Refused::Superseded,
+                    format!(
+                        "node {from} speaks as start {incarnation} but this member recorded its \
+                         start {known}: its data dir was wiped or rolled back; remove it \
+                         (curl -XDELETE <member>/{from}) and add it back under a new ID"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(from)
+}
+
+fn header_str<'h>(headers: &'h hyper::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The sender's ID from the headers every peer request carries (cluster, sender, receiver),
+/// or why the request is refused: another cluster, not for this node, a removed sender.
+fn check_cluster_headers(gate: &PeerGate, headers: &hyper::HeaderMap) -> Result<u64, Refusal> {
+    let header = |name: &str| header_str(headers, name);
     let bad = |what: &str| (Refused::Headers, format!("missing or bad {what} header"));
     let cluster = header(HEADER_CLUSTER)
-        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
         .ok_or_else(|| bad("X-Raft-Cluster-Id"))?;
     let from = header(HEADER_FROM)
         .and_then(|v| v.parse::<u64>().ok())
@@ -808,24 +1111,6 @@ fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusa
             Refused::Removed,
             format!("node {from} was removed from this cluster: it must shut down"),
         ));
-    }
-    gate.check_identity(req, Some(from))?;
-    // A sender that names an older start of itself than the one applied here lost its data
-    // (wiped, or rolled back to an older copy): its votes and acknowledgements are not
-    // trusted. No header (an older release, a tool) is not checked.
-    if let Some((incarnation, nonce)) = header(HEADER_INCARNATION).and_then(|v| parse_start(&v)) {
-        if let Some((known, known_nonce)) = gate.start_of(from) {
-            if known >= incarnation && known_nonce != nonce {
-                return Err((
-                    Refused::Superseded,
-                    format!(
-                        "node {from} speaks as start {incarnation} but this member recorded its \
-                         start {known}: its data dir was wiped or rolled back; remove it \
-                         (curl -XDELETE <member>/{from}) and add it back under a new ID"
-                    ),
-                ));
-            }
-        }
     }
     Ok(from)
 }
@@ -1056,6 +1341,44 @@ mod tests {
         ] {
             assert!(!ok(&bad), "{bad:?}");
         }
+    }
+
+    // Intent: a join body names the sender itself with a peer URL of the cluster's scheme;
+    // anything else (bad JSON, ID 0, another ID, a bad or wrong-scheme URL) is refused as
+    // malformed, and a trailing slash is dropped.
+    #[test]
+    fn join_bodies_are_validated() {
+        let ok = parse_join(br#"{"id": 4, "url": "http://127.0.0.1:42379/"}"#, 4, false);
+        assert_eq!(ok.unwrap(), (4, "http://127.0.0.1:42379".to_string()));
+        let https = parse_join(br#"{"id": 4, "url": "https://h:1"}"#, 4, true);
+        assert_eq!(https.unwrap(), (4, "https://h:1".to_string()));
+        for (body, https) in [
+            (&b"not json"[..], false),
+            (br#"{"id": 4}"#, false),
+            (br#"{"id": -4, "url": "http://h:1"}"#, false),
+            (br#"{"id": 0, "url": "http://h:1"}"#, false),
+            (br#"{"id": 5, "url": "http://h:1"}"#, false),
+            (br#"{"id": 4, "url": "h:1"}"#, false),
+            (br#"{"id": 4, "url": "http://h:0"}"#, false),
+            (br#"{"id": 4, "url": "http://h/x:1"}"#, false),
+            (br#"{"id": 4, "url": "http://h:1"}"#, true),
+            (br#"{"id": 4, "url": "https://h:1"}"#, false),
+        ] {
+            let r = parse_join(body, 4, https);
+            assert_eq!(r.map_err(|e| e.0), Err(Refused::Malformed), "{body:?}");
+        }
+    }
+
+    // Intent: the applied membership decides a join without a proposal when the ID is a
+    // member (same URL: done; another URL: taken) or the URL is another member's.
+    #[test]
+    fn known_members_decide_joins_at_once() {
+        let members = vec![(1, "http://a:1".to_string()), (2, "http://b:2".to_string())];
+        let status = |id, url| known_join(&members, id, url).map(|a| a.status());
+        assert_eq!(status(2, "http://b:2"), Some(StatusCode::NO_CONTENT));
+        assert_eq!(status(2, "http://c:3"), Some(StatusCode::CONFLICT));
+        assert_eq!(status(4, "http://a:1"), Some(StatusCode::CONFLICT));
+        assert_eq!(status(4, "http://d:4"), None);
     }
 
     // Intent: a valid batch decodes; garbage, truncation, spoofed senders, local message
