@@ -6,7 +6,8 @@
 //! error, before anything touches disk) and, while fresh, answer other members' probes with
 //! "fresh"; ask the other members what they run and what they recorded of this node (starts
 //! that cannot be safe are refused before writing anything: a wiped, partly wiped or
-//! rolled-back member, a removed ID); bootstrap or recover from disk; raise the incarnation;
+//! rolled-back member, a removed ID); a `--join` node that is not a member yet asks the
+//! leader to add it (`POST /raft/join`); bootstrap or recover from disk; raise the incarnation;
 //! restore the state machine from the snapshot; start the apply thread and the raft thread;
 //! serve peers. Stop order: the raft thread hands leadership away and syncs, then the apply
 //! thread drains, then the peer server stops.
@@ -33,8 +34,10 @@ use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 use crate::waiters::{Applied, Waiters};
 
-/// How long `--join` keeps trying to reach a member.
+/// How long `--join` keeps trying to reach a member, and then to be added.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two join requests (the first ones follow each other faster).
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 fn fail(msg: impl Into<String>) -> StartError {
     StartError(msg.into())
@@ -343,6 +346,7 @@ pub async fn start<S: StateMachine>(
     })?;
 
     let (peer_stop, peer_stop_rx) = watch::channel(false);
+    let join_gate = gate.clone();
     let peer_logger = logger.new(slog::o!("part" => "peer-server"));
     let peer_server = tokio::spawn(crate::http::serve(
         peer_listener,
@@ -369,6 +373,14 @@ pub async fn start<S: StateMachine>(
         disk,
         expiries: expiries.clone(),
     });
+    // Join requests (`POST /raft/join`) propose through the handle, as `POST /{id}` does.
+    let changer = handle.clone();
+    let request_timeout = config.request_timeout;
+    join_gate.set_change_members(Box::new(move |id, change| {
+        let handle = changer.clone();
+        let deadline = std::time::Instant::now() + request_timeout;
+        Box::pin(async move { handle.change_membership(id, change, deadline).await })
+    }));
     Ok(Node {
         handle,
         exit_rx,
@@ -451,11 +463,14 @@ async fn recover_node(
         (true, false) => Wait::Everyone,
         (false, _) => Wait::OneRound,
     };
-    let answers = probe_peers(config, wait, peer_client, logger).await;
+    let answers = probe_peers(config, wait, peer_client.clone(), logger).await;
     check_records(config, &answers, fresh, incarnation)?;
     let running: Vec<&PeerView> = answers.iter().filter(|a| !a.fresh).collect();
     if fresh {
         check_fresh_start(config, &running)?;
+    }
+    if fresh && config.join {
+        ask_to_join(config, &running, peer_client.clone(), logger).await?;
     }
     let join_cluster_id = running
         .first()
@@ -645,6 +660,8 @@ fn spawn_thread(
 struct PeerView {
     /// Its ID.
     id: u64,
+    /// The peer URL it answered at.
+    url: String,
     /// It has not bootstrapped yet either (the rest is then empty).
     fresh: bool,
     /// The cluster it runs.
@@ -679,8 +696,8 @@ fn check_fresh_start(config: &Config, running: &[&PeerView]) -> Result<(), Start
     let Some(first) = running.first() else {
         if config.join {
             return Err(fail(
-                "cannot reach any member of --cluster to join: start the existing members, add \
-                 this node with `curl -XPOST <member>/<id> -d <peer-url>`, then retry",
+                "cannot reach any member of --cluster to join: start the existing members (or \
+                 name at least one running member in --cluster), then retry",
             ));
         }
         return Ok(());
@@ -704,6 +721,181 @@ fn check_fresh_start(config: &Config, running: &[&PeerView]) -> Result<(), Start
     Ok(())
 }
 
+/// A fresh `--join` node that is not a member yet asks to be added with its `--cluster` URL
+/// (`POST /raft/join`, see `peer_server::join`): the leader adds it as `POST /{id}` does, a
+/// learner promoted once it started and caught up. Nothing is asked when a running member
+/// lists this ID with that URL (`POST /{id}` came first). Retried with backoff while another
+/// membership change is pending or no leader is known, following a member's pointer to the
+/// leader, until [`JOIN_TIMEOUT`].
+///
+/// # Errors
+/// One sentence: the ID is a member under another URL (taken), removed, the members run
+/// another cluster, the certificate does not name this node, or no member added it in time.
+async fn ask_to_join(
+    config: &Config,
+    running: &[&PeerView],
+    tls: Option<Arc<rustls::ClientConfig>>,
+    logger: &Logger,
+) -> Result<(), StartError> {
+    let id = config.id;
+    let own_url = config
+        .cluster_url(id)
+        .ok_or_else(|| fail(format!("--cluster has no URL for node {id}")))?;
+    for a in running {
+        match a.members.iter().find(|(m, _)| *m == id) {
+            Some((_, url)) if url == own_url => {
+                info!(logger, "already a member: nothing to ask"; "url" => own_url);
+                return Ok(());
+            }
+            Some((_, url)) => {
+                return Err(fail(format!(
+                    "node {id} cannot join: member {} lists node {id} with the peer URL {url}, \
+                     not {own_url}, so the ID is taken; start this node under an ID of its own",
+                    a.id
+                )))
+            }
+            None => {}
+        }
+    }
+    let Some(first) = running.first() else {
+        return Err(fail("cannot reach any member of --cluster to join"));
+    };
+    if let Some(other) = running.iter().find(|a| a.cluster_id != first.cluster_id) {
+        return Err(fail(format!(
+            "node {id} cannot join: the members of --cluster run different clusters (member {} \
+             runs {:x}, member {} runs {:x}): give it the URLs of one cluster",
+            first.id, first.cluster_id, other.id, other.cluster_id
+        )));
+    }
+    let client = crate::transport::http_client(config.peer_source_addr, tls);
+    let ask = JoinAsk {
+        client: &client,
+        cluster_id: first.cluster_id,
+        id,
+        own_url,
+    };
+    let members: Vec<(u64, String)> = running.iter().map(|a| (a.id, a.url.clone())).collect();
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut backoff = Duration::from_millis(50);
+    let mut leader: Option<(u64, String)> = None;
+    let mut last = String::from("no member answered");
+    for turn in 0.. {
+        let (to, url) = leader
+            .take()
+            .unwrap_or_else(|| members[turn % members.len()].clone());
+        let pause = match ask.send(to, &url, deadline).await {
+            JoinAnswer::Joined => {
+                info!(logger, "added to the cluster"; "by" => to, "url" => own_url);
+                return Ok(());
+            }
+            JoinAnswer::Refused(why) => {
+                return Err(fail(format!(
+                    "node {id} cannot join: member {to} ({url}) refused it: {why}"
+                )))
+            }
+            JoinAnswer::Leader(id, leader_url, why) => {
+                last = why;
+                leader = Some((id, leader_url));
+                Duration::from_millis(20)
+            }
+            JoinAnswer::Retry(why) => {
+                info!(logger, "join not done yet: retrying"; "member" => to, "why" => &why);
+                last = why;
+                backoff = (backoff * 2).min(JOIN_BACKOFF_MAX);
+                // Jitter, so that joiners refused together do not ask together again.
+                backoff / 2 + Duration::from_millis(crate::incarnation::nonce() % 50)
+            }
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Err(fail(format!(
+        "node {id} could not join within {}s: the last answer was: {last}",
+        JOIN_TIMEOUT.as_secs()
+    )))
+}
+
+/// How a join request ended.
+#[derive(Debug)]
+enum JoinAnswer {
+    /// Added (or already a member with this URL).
+    Joined,
+    /// Ask the leader instead: its ID, its URL, the sentence.
+    Leader(u64, String, String),
+    /// Not now: a change pending, no leader, no answer, the outcome unknown.
+    Retry(String),
+    /// Never: the sentence.
+    Refused(String),
+}
+
+/// What every join request of one node carries.
+struct JoinAsk<'a> {
+    client: &'a crate::transport::HttpClient,
+    cluster_id: u64,
+    id: u64,
+    own_url: &'a str,
+}
+
+impl JoinAsk<'_> {
+    /// One `POST /raft/join` to member `to` at `url`, answered by `deadline`.
+    async fn send(&self, to: u64, url: &str, deadline: tokio::time::Instant) -> JoinAnswer {
+        use crate::transport::{HEADER_CLUSTER, HEADER_FROM, HEADER_TO};
+        let body = serde_json::json!({"id": self.id, "url": self.own_url}).to_string();
+        let req = hyper::Request::post(format!("{url}/raft/join"))
+            .header(HEADER_CLUSTER, format!("{:x}", self.cluster_id))
+            .header(HEADER_FROM, self.id.to_string())
+            .header(HEADER_TO, to.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(crate::http::full(body));
+        let Ok(req) = req else {
+            return JoinAnswer::Refused(format!("{url} is not a URL to send a request to"));
+        };
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let limit = crate::peer_server::MAX_JOIN_BODY_BYTES;
+            let text = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+                .unwrap_or_default();
+            Ok::<_, String>((parts, text))
+        };
+        let (parts, text) = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return JoinAnswer::Retry(format!("member {to} did not answer: {e}")),
+            Err(_) => return JoinAnswer::Retry(format!("member {to} did not answer in time")),
+        };
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let retry = header(hyper::header::RETRY_AFTER.as_str()).is_some();
+        let leader = header(crate::peer_server::HEADER_LEADER)
+            .and_then(|v| v.parse::<u64>().ok())
+            .zip(header(crate::peer_server::HEADER_LEADER_URL));
+        use hyper::StatusCode as S;
+        match parts.status {
+            S::NO_CONTENT | S::OK => JoinAnswer::Joined,
+            S::SERVICE_UNAVAILABLE if leader.is_some() => {
+                let (id, url) = leader.expect("checked");
+                JoinAnswer::Leader(id, url.to_string(), text)
+            }
+            S::PRECONDITION_FAILED => JoinAnswer::Refused(format!(
+                "it runs another cluster than the one it answered for ({text})"
+            )),
+            // An older member without the route: another member may take it.
+            S::NOT_FOUND | S::METHOD_NOT_ALLOWED => JoinAnswer::Retry(format!(
+                "member {to} does not take join requests (an older release?): add this node \
+                 with `curl -XPOST <member>/{} -d {}` and start it again",
+                self.id, self.own_url
+            )),
+            S::GATEWAY_TIMEOUT | S::REQUEST_TIMEOUT => JoinAnswer::Retry(text),
+            _ if retry => JoinAnswer::Retry(text),
+            _ => JoinAnswer::Refused(text),
+        }
+    }
+}
+
 /// Asks the other members (`GET /raft/cluster?id=<ours>`) what they run and what they
 /// recorded of this node, as long as `wait` says. Every `--cluster` URL is asked (its own
 /// position too: the list may be permuted, answers name their ID), and every member URL a
@@ -718,6 +910,7 @@ async fn probe_peers(
     logger: &Logger,
 ) -> Vec<PeerView> {
     let client = crate::transport::http_client(config.peer_source_addr, tls);
+    let own_url = config.cluster_url(config.id).unwrap_or_default();
     let started = tokio::time::Instant::now();
     let mut next_warning = started + Duration::from_secs(5);
     let mut answers: Vec<PeerView> = Vec::new();
@@ -732,7 +925,7 @@ async fn probe_peers(
         urls.dedup();
         urls.retain(|u| !settled_urls.contains(u));
         for url in &urls {
-            let Some(answer) = probe(&client, url, config.id).await else {
+            let Some(answer) = probe(&client, url, config.id, own_url).await else {
                 continue;
             };
             if answer.id == config.id {
@@ -786,9 +979,16 @@ async fn probe_peers(
     }
 }
 
-/// One probe of the member at `url` for node `id`; `None` when it did not answer in time.
-async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Option<PeerView> {
+/// One probe of the member at `url` for node `id`, which would join with `own_url` (what its
+/// certificate must name while it is not a member); `None` when it did not answer in time.
+async fn probe(
+    client: &crate::transport::HttpClient,
+    url: &str,
+    id: u64,
+    own_url: &str,
+) -> Option<PeerView> {
     let req = hyper::Request::get(format!("{url}/raft/cluster?id={id}"))
+        .header(crate::peer_server::HEADER_PEER_URL, own_url)
         .body(crate::http::full(bytes::Bytes::new()))
         .ok()?;
     let ask = async {
@@ -804,6 +1004,7 @@ async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Opt
         if v.get("fresh").and_then(|f| f.as_bool()) == Some(true) {
             return Some(PeerView {
                 id: peer_id,
+                url: url.to_string(),
                 fresh: true,
                 cluster_id: 0,
                 match_index: 0,
@@ -814,6 +1015,7 @@ async fn probe(client: &crate::transport::HttpClient, url: &str, id: u64) -> Opt
         }
         Some(PeerView {
             id: peer_id,
+            url: url.to_string(),
             fresh: false,
             cluster_id: u64::from_str_radix(v.get("cluster_id")?.as_str()?, 16).ok()?,
             match_index: v.get("match_index").and_then(|m| m.as_u64()).unwrap_or(0),
