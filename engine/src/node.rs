@@ -36,7 +36,8 @@ use crate::waiters::{Applied, Waiters};
 
 /// How long `--join` keeps trying to reach a member, and then to be added.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest pause between two join requests (the first ones follow each other faster).
+/// Longest pause between two join requests (the first ones follow each other faster), before
+/// a jitter of up to 50 ms.
 const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 fn fail(msg: impl Into<String>) -> StartError {
@@ -741,42 +742,20 @@ async fn ask_to_join(
     let own_url = config
         .cluster_url(id)
         .ok_or_else(|| fail(format!("--cluster has no URL for node {id}")))?;
-    for a in running {
-        match a.members.iter().find(|(m, _)| *m == id) {
-            Some((_, url)) if url == own_url => {
-                info!(logger, "already a member: nothing to ask"; "url" => own_url);
-                return Ok(());
-            }
-            Some((_, url)) => {
-                return Err(fail(format!(
-                    "node {id} cannot join: member {} lists node {id} with the peer URL {url}, \
-                     not {own_url}, so the ID is taken; start this node under an ID of its own",
-                    a.id
-                )))
-            }
-            None => {}
-        }
-    }
-    let Some(first) = running.first() else {
-        return Err(fail("cannot reach any member of --cluster to join"));
-    };
-    if let Some(other) = running.iter().find(|a| a.cluster_id != first.cluster_id) {
-        return Err(fail(format!(
-            "node {id} cannot join: the members of --cluster run different clusters (member {} \
-             runs {:x}, member {} runs {:x}): give it the URLs of one cluster",
-            first.id, first.cluster_id, other.id, other.cluster_id
-        )));
+    if already_member(id, own_url, running)? {
+        info!(logger, "already a member: nothing to ask"; "url" => own_url);
+        return Ok(());
     }
     let client = crate::transport::http_client(config.peer_source_addr, tls);
     let ask = JoinAsk {
         client: &client,
-        cluster_id: first.cluster_id,
+        cluster_id: running.first().map_or(0, |a| a.cluster_id),
         id,
         own_url,
     };
-    let members: Vec<(u64, String)> = running.iter().map(|a| (a.id, a.url.clone())).collect();
+    let members = join_targets(id, running);
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(25);
     let mut leader: Option<(u64, String)> = None;
     let mut last = String::from("no member answered");
     for turn in 0.. {
@@ -793,9 +772,9 @@ async fn ask_to_join(
                     "node {id} cannot join: member {to} ({url}) refused it: {why}"
                 )))
             }
-            JoinAnswer::Leader(id, leader_url, why) => {
+            JoinAnswer::Leader(leader_id, leader_url, why) => {
                 last = why;
-                leader = Some((id, leader_url));
+                leader = Some((leader_id, leader_url));
                 Duration::from_millis(20)
             }
             JoinAnswer::Retry(why) => {
@@ -803,7 +782,7 @@ async fn ask_to_join(
                 last = why;
                 backoff = (backoff * 2).min(JOIN_BACKOFF_MAX);
                 // Jitter, so that joiners refused together do not ask together again.
-                backoff / 2 + Duration::from_millis(crate::incarnation::nonce() % 50)
+                backoff + Duration::from_millis(crate::incarnation::nonce() % 50)
             }
         };
         if tokio::time::Instant::now() + pause >= deadline {
@@ -815,6 +794,48 @@ async fn ask_to_join(
         "node {id} could not join within {}s: the last answer was: {last}",
         JOIN_TIMEOUT.as_secs()
     )))
+}
+
+/// Whether a running member lists node `id` with `own_url` already; refused when one lists it
+/// under another URL (the ID is taken), when none answered, or when they run different
+/// clusters.
+fn already_member(id: u64, own_url: &str, running: &[&PeerView]) -> Result<bool, StartError> {
+    let Some(first) = running.first() else {
+        return Err(fail("cannot reach any member of --cluster to join"));
+    };
+    if let Some(other) = running.iter().find(|a| a.cluster_id != first.cluster_id) {
+        return Err(fail(format!(
+            "node {id} cannot join: the members of --cluster run different clusters (member {} \
+             runs {:x}, member {} runs {:x}): give it the URLs of one cluster",
+            first.id, first.cluster_id, other.id, other.cluster_id
+        )));
+    }
+    for a in running {
+        match a.members.iter().find(|(m, _)| *m == id) {
+            Some((_, url)) if url == own_url => return Ok(true),
+            Some((_, url)) => {
+                return Err(fail(format!(
+                    "node {id} cannot join: member {} lists node {id} with the peer URL {url}, \
+                     not {own_url}, so the ID is taken; start this node under an ID of its own",
+                    a.id
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Whom node `id` asks to join, in turn: the members that answered its probe, then every
+/// member they name (one that did not answer the probe in time may lead).
+fn join_targets(id: u64, running: &[&PeerView]) -> Vec<(u64, String)> {
+    let mut targets: Vec<(u64, String)> = running.iter().map(|a| (a.id, a.url.clone())).collect();
+    for (m, url) in running.iter().flat_map(|a| a.members.iter()) {
+        if *m != id && !targets.iter().any(|(known, _)| known == m) {
+            targets.push((*m, url.clone()));
+        }
+    }
+    targets
 }
 
 /// How a join request ended.
@@ -875,7 +896,7 @@ impl JoinAsk<'_> {
             .zip(header(crate::peer_server::HEADER_LEADER_URL));
         use hyper::StatusCode as S;
         match parts.status {
-            S::NO_CONTENT | S::OK => JoinAnswer::Joined,
+            S::NO_CONTENT => JoinAnswer::Joined,
             S::SERVICE_UNAVAILABLE if leader.is_some() => {
                 let (id, url) = leader.expect("checked");
                 JoinAnswer::Leader(id, url.to_string(), text)
