@@ -448,9 +448,10 @@ impl<O: Send + 'static> Node<O> {
     }
 }
 
-/// Asks the members, refuses starts that cannot be safe, bootstraps or opens the data dirs,
-/// and checks that they belong to the cluster the members run. `incarnation` is the start
-/// this node is about to make.
+/// Asks the members, refuses starts that cannot be safe, asks to be added (a fresh `--join`
+/// node that is not a member yet, before anything is written), bootstraps or opens the data
+/// dirs, and checks that they belong to the cluster the members run. `incarnation` is the
+/// start this node is about to make.
 async fn recover_node(
     config: &Config,
     snapshotter: &snap::Snapshotter,

@@ -20,7 +20,7 @@
 //!   the peer URL it would join with in [`HEADER_PEER_URL`] (what its certificate must name);
 //! - `POST /raft/join`: `{"id": N, "url": URL}` (at most [`MAX_JOIN_BODY_BYTES`]), the cluster
 //!   headers with `X-Raft-From: N`: a `--join` node that is not a member asks to be added (as
-//!   `POST /{id}` does: a learner promoted once it started and caught up). See [`join`].
+//!   `POST /{id}` does: a learner promoted once it started and caught up). See `join` below.
 //!
 //! Answers: 204 queued; 400 garbage (bad headers, undecodable message, a message not from the
 //! sender or not for us, a local-only message type, a term above [`MAX_TERM`]); 409 this node
@@ -30,7 +30,8 @@
 //! this node's disk is below its floor, or a snapshot larger than the disk holds; 503 the
 //! inbox is full, another snapshot is being received, or a snapshot not from the leader this
 //! node follows (the sender backs off and retries). Nothing is stepped unless the whole batch
-//! is valid. Every refusal is counted by [`Refused`] reason.
+//! is valid. Join requests answer as `join` says. Every refusal of a request's headers,
+//! body or certificate is counted by [`Refused`] reason.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
