@@ -22,7 +22,7 @@ pub struct NodeArgs {
     /// Client API port.
     #[arg(long, default_value_t = 9121)]
     pub port: u16,
-    /// Join a running cluster (after `curl -XPOST <member>/<id> -d <peer-url>`) instead of bootstrapping.
+    /// Join a running cluster instead of bootstrapping: it asks a member to add it (`POST /<id>` first also works).
     #[arg(long)]
     pub join: bool,
     /// After the majority is lost for good: commit everything in this member's log, make it
