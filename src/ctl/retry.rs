@@ -165,6 +165,11 @@ impl Session {
         }
     }
 
+    /// The command's deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// `--command-timeout`.
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
