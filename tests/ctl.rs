@@ -887,3 +887,82 @@ fn snapshot_save_keeps_a_good_backup_and_removes_a_bad_one() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// TLS.
+
+#[test]
+fn https_endpoints_with_a_client_certificate() {
+    // Intent: against a member that serves clients over TLS and requires a client
+    // certificate, ctl with --cacert --cert --key writes, reads and finds the member's
+    // https:// client URL through --cluster; without the client certificate it fails with
+    // one sentence.
+    use raftexample::certs::{generate, CertOptions};
+    let mut c = Cluster::new(1, &[]);
+    let certs = generate(
+        &c.dir().join("certs"),
+        &["https://127.0.0.1:1".to_string()],
+        &CertOptions::default(),
+    )
+    .unwrap();
+    let member = certs.member(1).unwrap().clone();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    c.node_mut(1).args.extend([
+        "--cert-file".to_string(),
+        path(&member.cert),
+        "--key-file".to_string(),
+        path(&member.key),
+        "--trusted-ca-file".to_string(),
+        path(&certs.ca),
+        "--client-cert-auth".to_string(),
+    ]);
+    c.node_mut(1).start();
+    let https = format!("https://{}", c.node(1).client);
+    let (ca, cert, key) = (
+        path(&certs.ca),
+        path(&certs.client),
+        path(&certs.client_key),
+    );
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let with_tls = |args: &[&str]| {
+        let mut full = vec!["--endpoints", https.as_str()];
+        full.extend_from_slice(&tls);
+        full.extend_from_slice(args);
+        ctl(&full)
+    };
+    let put = poll(Duration::from_secs(20), "a put over https", || {
+        Some(with_tls(&["put", "k", "over tls"])).filter(|o| o.code == 0)
+    });
+    assert_eq!(put.stdout, "OK\n");
+    assert_eq!(with_tls(&["get", "k"]).stdout, "over tls\n");
+    let rows = poll(Duration::from_secs(20), "the member's start record", || {
+        let out = with_tls(&["endpoint", "status", "--cluster", "-w", "json"]);
+        (out.code == 0).then(|| out.json())
+    });
+    assert_eq!(rows[0]["endpoint"].as_str(), Some(https.as_str()), "{rows}");
+    let anonymous = ctl(&[
+        "--endpoints",
+        &https,
+        "--cacert",
+        &ca,
+        "--command-timeout",
+        "1s",
+        "get",
+        "k",
+    ]);
+    // The server's refusal comes as a TLS alert: the request was never read, whatever it
+    // was, so even a write is "not sent" (exit 2), not "may or may not have been applied".
+    assert_error(&anonymous, 2, "refused the TLS session");
+    let write = ctl(&[
+        "--endpoints",
+        &https,
+        "--cacert",
+        &ca,
+        "--dial-timeout",
+        "500ms",
+        "put",
+        "k",
+        "v",
+    ]);
+    assert_error(&write, 2, "was not sent");
+}

@@ -18,6 +18,9 @@ use crate::ctl::output::Format;
 /// Where ctl goes when neither `--endpoints` nor the environment says: the service's default
 /// client port.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9121";
+/// Longest `--dial-timeout` and `--command-timeout` (a bound, so that deadlines never
+/// overflow).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The environment variable with the default endpoints (comma-separated).
 pub const ENDPOINTS_ENV: &str = "RAFTEXAMPLE_ENDPOINTS";
 
@@ -247,8 +250,11 @@ pub fn parse(args: &[OsString]) -> Result<Parsed> {
         ("--dial-timeout", cli.dial_timeout),
         ("--command-timeout", cli.command_timeout),
     ] {
-        if d.is_zero() {
-            return Err(invalid(format!("{flag} must be above 0")));
+        if d.is_zero() || d > MAX_TIMEOUT {
+            return Err(invalid(format!(
+                "{flag} must be above 0 and at most {}h",
+                MAX_TIMEOUT.as_secs() / 3600
+            )));
         }
     }
     let tls = crate::ctl::tls::client_config(
@@ -389,6 +395,7 @@ mod tests {
             &["get", "k", "--nope"],
             &["get", "k", "--dial-timeout", "soon"],
             &["get", "k", "--command-timeout", "0s"],
+            &["get", "k", "--command-timeout", "100000000000h"],
             &["get", "k", "--endpoints", "ftp://x:1"],
             &["get", "k", "--endpoints", "https://127.0.0.1:1"],
             &["get", ""],

@@ -143,9 +143,39 @@ where
     });
     match tokio::time::timeout(timeout, sender.send_request(request)).await {
         Ok(Ok(response)) => Attempt::Answered(response),
+        // Under TLS 1.3 the client's side of the handshake ends before the server checked the
+        // client certificate; its refusal (an alert) arrives instead of the answer, and the
+        // server never read the request.
+        Ok(Err(e)) if tls_alert(&e) => Attempt::NotSent(format!(
+            "the server refused the TLS session: {}",
+            error_chain(&e)
+        )),
         Ok(Err(e)) => Attempt::Lost(error_chain(&e)),
         Err(_) => Attempt::TimedOut,
     }
+}
+
+/// Whether `error` comes from a fatal TLS alert of the server.
+fn tls_alert(error: &(dyn std::error::Error + 'static)) -> bool {
+    let is_alert = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::AlertReceived(_))
+        )
+    };
+    let mut source = Some(error);
+    while let Some(e) = source {
+        // An io::Error's `source` skips the error it wraps: look inside it too.
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| is_alert(inner));
+        if wrapped || is_alert(e) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The error and its sources on one line.

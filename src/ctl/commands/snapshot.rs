@@ -55,7 +55,7 @@ pub async fn save(ctx: &Ctx, file: &Path, consistency: Consistency) -> Result<()
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             return Err(failed(format!(
-                "the backup was not saved ({e}): {} was removed and {} left as it was",
+                "the backup was not saved ({e}): no {} is left and {} is as it was",
                 part.display(),
                 file.display()
             )));
