@@ -33,8 +33,16 @@ impl Target {
     }
 }
 
+/// Longest wait for the other members' statuses when the first one did not know every
+/// member's client URL.
+const GAP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The endpoints to ask: `--endpoints`, or every member with `--cluster`.
-async fn targets(ctx: &Ctx, cluster: bool) -> Result<Vec<Target>> {
+///
+/// A member's start record (its client URL) may not be applied yet on the member that
+/// answered first; the others are then asked too, briefly. A member none of them knows a URL
+/// for (it never started) still gets its row, with that as its error.
+async fn targets(ctx: &Arc<Ctx>, cluster: bool) -> Result<Vec<Target>> {
     if !cluster {
         return Ok(ctx
             .endpoints
@@ -45,15 +53,49 @@ async fn targets(ctx: &Ctx, cluster: bool) -> Result<Vec<Target>> {
             })
             .collect());
     }
-    let (_, status) = status::fetch(&ctx.session, &ctx.endpoints, Policy::Read).await?;
-    Ok(status
+    let (answered, status) = status::fetch(&ctx.session, &ctx.endpoints, Policy::Read).await?;
+    let mut targets: Vec<Target> = status
         .members()
         .into_iter()
         .map(|(id, endpoint)| Target {
             endpoint,
             id: Some(id),
         })
-        .collect())
+        .collect();
+    if targets.iter().all(|t| t.endpoint.is_some()) {
+        return Ok(targets);
+    }
+    let mut others: Vec<Target> = Vec::new();
+    let known = targets.iter().filter_map(|t| t.endpoint.clone());
+    for endpoint in known.chain(ctx.endpoints.iter().cloned()) {
+        if endpoint != answered
+            && !others
+                .iter()
+                .any(|t| t.endpoint.as_ref() == Some(&endpoint))
+        {
+            others.push(Target {
+                endpoint: Some(endpoint),
+                id: None,
+            });
+        }
+    }
+    let statuses = ask_all(ctx, &others, |ctx, endpoint| async move {
+        let one = [endpoint];
+        let fetch = status::fetch(&ctx.session, &one, Policy::Once);
+        match tokio::time::timeout(GAP_TIMEOUT, fetch).await {
+            Ok(fetched) => fetched.map(|(_, status)| status),
+            Err(_) => Err(failed("no status in time")),
+        }
+    })
+    .await;
+    for target in targets.iter_mut().filter(|t| t.endpoint.is_none()) {
+        let id = target.id.unwrap_or_default();
+        target.endpoint = statuses
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .find_map(|s| s.client_url(id));
+    }
+    Ok(targets)
 }
 
 /// Runs `ask` on every target at once; results in the targets' order.
