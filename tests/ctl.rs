@@ -551,16 +551,21 @@ fn endpoint_status_cluster_shows_every_member_and_one_leader() {
             .starts_with("http://127.0.0.1:"));
     }
 
-    let table = ctl(&[
-        "--endpoints",
-        &endpoints(&c, &[1]),
-        "endpoint",
-        "status",
-        "--cluster",
-        "-w",
-        "table",
-    ]);
-    assert_eq!(table.code, 0, "{table:?}");
+    // Through another member, whose view of the start records may lag the first's by a
+    // heartbeat: polled until it too knows every client URL.
+    let via_1 = endpoints(&c, &[1]);
+    let table = poll(Duration::from_secs(20), "a full status table", || {
+        let out = ctl(&[
+            "--endpoints",
+            &via_1,
+            "endpoint",
+            "status",
+            "--cluster",
+            "-w",
+            "table",
+        ]);
+        (out.code == 0).then_some(out)
+    });
     assert_lined_up(&table.stdout, 3);
 
     let down = closed_endpoint();
@@ -580,14 +585,11 @@ fn endpoint_status_cluster_shows_every_member_and_one_leader() {
     let down_row = partial.stdout.lines().find(|l| l.contains(&down)).unwrap();
     assert!(down_row.contains("could be reached"), "{}", partial.stdout);
 
-    let health = ctl(&[
-        "--endpoints",
-        &endpoints(&c, &[3]),
-        "endpoint",
-        "health",
-        "--cluster",
-    ]);
-    assert_eq!(health.code, 0, "{health:?}");
+    let via_3 = endpoints(&c, &[3]);
+    let health = poll(Duration::from_secs(20), "a healthy cluster", || {
+        let out = ctl(&["--endpoints", &via_3, "endpoint", "health", "--cluster"]);
+        (out.code == 0).then_some(out)
+    });
     assert_eq!(health.stdout.matches("is healthy").count(), 3, "{health:?}");
 }
 
@@ -608,19 +610,20 @@ fn member_list_add_learner_and_remove() {
     // --learner is listed as one; remove takes it out, and its ID cannot come back (the
     // server's 409 sentence, exit 1).
     let c = Cluster::start(3, &[]);
-    // Every member's start record is applied (the client URLs are known).
-    cluster_status(&c, 1, 3);
     let via = endpoints(&c, &[1, 2, 3]);
     let members = |format: &str| ctl(&["--endpoints", &via, "member", "list", "-w", format]);
-    let list = members("json").json();
-    let listed = list["members"].as_array().unwrap();
-    assert_eq!(listed.len(), 3, "{list}");
-    assert!(
+    // Polled until the answering member applied every start record (the client URLs).
+    let list = poll(Duration::from_secs(20), "every client URL", || {
+        let list = members("json").json();
+        let listed = list["members"].as_array()?;
         listed
             .iter()
-            .all(|m| m["role"] == "voter" && m["client_url"].is_string()),
-        "{list}"
-    );
+            .all(|m| m["client_url"].is_string())
+            .then(|| list.clone())
+    });
+    let listed = list["members"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{list}");
+    assert!(listed.iter().all(|m| m["role"] == "voter"), "{list}");
     assert_eq!(listed.iter().filter(|m| m["is_leader"] == true).count(), 1);
 
     let peer = format!("http://127.0.0.1:{}", free_ports(1)[0]);
