@@ -263,6 +263,37 @@ fn learner_receives_data_and_can_be_promoted() {
     assert_eq!(s["learners"].as_array().unwrap().len(), 0);
 }
 
+// Intent: a learner that never started cannot be promoted, on the leader or through a
+// follower, even in a young cluster whose commit index is within the promotion lag: a voter
+// that cannot vote would raise the quorum (found by the ctl tests: a match index of 0 passed
+// "caught up" while the commit index was under 100).
+#[test]
+fn a_learner_that_never_started_is_not_promoted() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (id, url) = c.prepare_joiner(&[]);
+    let r = c
+        .node(leader)
+        .req(
+            "POST",
+            &format!("/members/{id}?learner=true"),
+            url.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    for via in [leader, follower] {
+        let r = c
+            .node(via)
+            .req("POST", &format!("/members/{id}/promote"), b"")
+            .unwrap();
+        assert_eq!(r.status, 409, "via {via}: {}", r.text());
+    }
+    let s = c.node(leader).status().unwrap();
+    assert_eq!(s["voters"].as_array().unwrap().len(), 3, "{s}");
+    assert_eq!(s["learners"].as_array().unwrap().len(), 1, "{s}");
+}
+
 // Intent: trap 3: of two membership changes sent while the first is still pending, one is
 // applied and the other gets 409 instead of being silently turned into an empty entry. The
 // followers are paused so that the first cannot commit before the second arrives (otherwise

@@ -846,7 +846,12 @@ impl RaftNode {
                 );
             }
             MemberChange::Promote if !is_learner => return Err(Refusal::NotMember(id)),
-            MemberChange::Promote if !self.learner_caught_up(id) => {
+            // A learner that never started (no start record applied here) is not caught up,
+            // wherever the request lands: promoting it would raise the quorum with a voter
+            // that cannot vote.
+            MemberChange::Promote
+                if self.membership.started(id).is_none() || !self.learner_caught_up(id) =>
+            {
                 return Err(Refusal::NotCaughtUp(id))
             }
             MemberChange::Promote => (ConfChangeType::AddNode, String::new()),
@@ -909,16 +914,17 @@ impl RaftNode {
             .map(|m| m.id)
     }
 
-    /// On the leader: whether learner `id` replicated close enough to the commit index. A
-    /// follower cannot tell and lets the leader's log decide.
+    /// On the leader: whether learner `id` acknowledged entries and replicated close enough to
+    /// the commit index (a match of 0 is a learner that never answered, however young the
+    /// log). A follower cannot tell and lets the leader's log decide.
     fn learner_caught_up(&self, id: u64) -> bool {
         let raft = &self.raw.raft;
         if raft.state != StateRole::Leader {
             return true;
         }
-        raft.prs()
-            .get(id)
-            .is_some_and(|pr| pr.matched + PROMOTE_MAX_LAG >= raft.raft_log.committed)
+        raft.prs().get(id).is_some_and(|pr| {
+            pr.matched > 0 && pr.matched + PROMOTE_MAX_LAG >= raft.raft_log.committed
+        })
     }
 
     /// Lets the peer server tell a starting node what the leader saw it acknowledge.
