@@ -266,7 +266,24 @@ fn a_damaged_backup_is_refused_and_a_restore_never_overwrites() {
         "--cluster",
         cluster,
     ];
+    // What an interrupted restore left under its temporary names is replaced.
+    std::fs::create_dir(work.path().join("raftexample-1-snap.restoring")).unwrap();
+    std::fs::write(work.path().join("raftexample-1-snap.restoring/junk"), b"x").unwrap();
     assert!(raftexample(work.path(), &args).status.success());
+    assert!(!work.path().join("raftexample-1-snap.restoring").exists());
+    assert!(!work.path().join("raftexample-1.restoring").exists());
+    // The member's data is its own: 0700 dirs, 0600 files, whatever the caller's umask.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["raftexample-1", "raftexample-1-snap"] {
+        let dir = work.path().join(dir);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+    }
     let wal: Vec<PathBuf> = std::fs::read_dir(work.path().join("raftexample-1"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -388,12 +405,16 @@ fn force_new_cluster_recovers_a_lost_majority_without_losing_writes() {
 }
 
 // Intent: `--force-new-cluster` is refused with a sentence where it cannot work: with --join,
-// and on a member with no data.
+// and on a member with no data (at once, not after waiting for the other members).
 #[test]
 fn force_new_cluster_is_refused_without_data_or_with_join() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_ports(2);
-    let cluster = format!("http://127.0.0.1:{}", port[0]);
+    let port = support::free_ports(4);
+    // Three members, none running: the refusal comes at once, without waiting for them.
+    let cluster = format!(
+        "http://127.0.0.1:{},http://127.0.0.1:{},http://127.0.0.1:{}",
+        port[0], port[2], port[3]
+    );
     let client = port[1].to_string();
     let base = [
         "--cluster",
@@ -405,13 +426,118 @@ fn force_new_cluster_is_refused_without_data_or_with_join() {
     let out = raftexample(dir.path(), &[&base[..], &["--join"]].concat());
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exclude each other"));
+    let started = Instant::now();
     let out = raftexample(dir.path(), &base);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("holds no WAL"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!dir
         .path()
         .join("raftexample-1")
         .join("0000000000000000-0000000000000000.wal")
         .exists());
+}
+
+// Intent: a member whose majority is alive is never forced: it would remove live members and
+// lose what they committed while it was down. It exits 1 with a sentence, the live members
+// go on, and it rejoins them when started without the flag.
+#[test]
+fn force_new_cluster_is_refused_while_other_members_answer() {
+    let mut c = Cluster::start(3, &[]);
+    c.put_eventually(2, "before", "1");
+    c.node_mut(1).kill();
+    c.put_eventually(2, "while-down", "1");
+    c.node_mut(1).args.push("--force-new-cluster".into());
+    c.node_mut(1).start();
+    assert_eq!(c.node_mut(1).wait_exit(Duration::from_secs(30)), Some(1));
+    let log = c.node(1).log();
+    assert!(log.contains("is for a majority lost for good"), "{log}");
+    assert!(!c.dir().join("raftexample-1/force-new-cluster").exists());
+    c.node_mut(1).args.pop();
+    c.node_mut(1).start();
+    c.wait_leader();
+    poll(Duration::from_secs(20), "node 1 to catch up", || {
+        let r = c.node(1).get("while-down").ok()?;
+        (r.status == 200).then_some(())
+    });
+    for id in 1..=3 {
+        assert!(c.node_mut(id).is_running(), "node {id}");
+    }
+}
+
+// Intent: the force commits what reached only the survivor: a write its leader appended but
+// could not commit (answered 504, outcome unknown) once both followers died is applied after
+// the force, as etcd does.
+#[test]
+fn force_new_cluster_commits_an_entry_that_reached_only_the_survivor() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    c.put_eventually(leader, "committed", "1");
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.node_mut(id).kill();
+    }
+    let r = c.node(leader).put("only-here", "1").unwrap();
+    assert_eq!(
+        r.status,
+        504,
+        "the leader appended it but could not commit: {}",
+        r.text()
+    );
+    c.node_mut(leader).kill();
+    c.node_mut(leader).args.push("--force-new-cluster".into());
+    c.node_mut(leader).start();
+    poll(Duration::from_secs(20), "the forced member to lead", || {
+        let s = c.node(leader).status()?;
+        (s["role"] == "leader").then_some(())
+    });
+    assert_eq!(c.node(leader).get("only-here").unwrap().text(), "1");
+    assert_eq!(c.node(leader).get("committed").unwrap().text(), "1");
+}
+
+// Intent: backups asked for while a snapshot is already being made (by another backup) are
+// each answered with a snapshot at or above their own applied index, instead of waiting for
+// one that is never made (they used to get 503 after two minutes).
+#[test]
+fn backups_during_a_snapshot_in_flight_are_all_answered() {
+    let c = Cluster::start(1, &[]);
+    // 60 MB, so that a snapshot takes long enough for the second backup to find it running.
+    let value = "v".repeat(200_000);
+    for i in 0..300 {
+        c.put_eventually(1, &format!("big{i}"), &value);
+    }
+    let addr = c.node(1).client;
+    let started = Instant::now();
+    let backups: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut applied_before = 0;
+                if i == 1 {
+                    // The second asks once the first's snapshot is under way and a write
+                    // moved the applied index past it.
+                    std::thread::sleep(Duration::from_millis(30));
+                    let r =
+                        support::request(addr, "PUT", "/late", &[], b"1", Duration::from_secs(10))
+                            .unwrap();
+                    assert_eq!(r.status, 204);
+                    applied_before = r.header("x-raft-index").unwrap().parse().unwrap();
+                }
+                let r =
+                    support::request(addr, "GET", "/snapshot", &[], b"", Duration::from_secs(60))
+                        .unwrap();
+                let index: u64 = r.header("x-raft-index").map_or(0, |i| i.parse().unwrap());
+                (r.status, index, applied_before, r.body.len())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = backups.into_iter().map(|b| b.join().unwrap()).collect();
+    for (status, index, applied_before, len) in &answers {
+        assert_eq!(*status, 200, "{answers:?}");
+        assert!(index >= applied_before && *len > 60_000_000, "{answers:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }

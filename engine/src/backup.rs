@@ -59,6 +59,15 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 /// Bytes per chunk of the streamed body.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// Highest index a backup may name: far above any real log, far below where raft-rs's
+/// `index + 1` arithmetic would wrap.
+const MAX_INDEX: u64 = 1 << 62;
+/// Bound on a membership's encoding read from a backup (a hostile length must not make the
+/// reader buffer a whole file): far above any real membership with its records.
+const MAX_MEMBERSHIP_BYTES: u64 = 64 << 20;
+/// How long one chunk of a backup may wait for a client that stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 static STREAMING: AtomicUsize = AtomicUsize::new(0);
 
 /// What a backup's header says.
@@ -114,13 +123,16 @@ impl Header {
         for n in &mut u64s {
             *n = read_u64(r).map_err(short)?;
         }
-        let membership = read_envelope(r).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => "the file ends inside the backup header".to_string(),
-            _ => format!("the backup header's membership is malformed: {e}"),
-        })?;
+        let membership =
+            read_envelope(&mut r.take(MAX_MEMBERSHIP_BYTES)).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    "the file ends inside the backup header".to_string()
+                }
+                _ => format!("the backup header's membership is malformed: {e}"),
+            })?;
         let data_len = read_u64(r).map_err(short)?;
         let (index, term) = (u64s[1], u64s[2]);
-        if index == 0 || term == 0 || term > crate::limits::MAX_TERM {
+        if index == 0 || index > MAX_INDEX || term == 0 || term > crate::limits::MAX_TERM {
             return Err(format!(
                 "the backup header names index {index} and term {term}, which no snapshot has"
             ));
@@ -174,13 +186,18 @@ pub async fn answer<O: Send + 'static>(
             return outcomes.read_failed(e);
         }
     }
+    let not_taken = |e: crate::handle::NotApplied| {
+        outcomes.unavailable(format!(
+            "no backup was taken ({e}): retry, possibly on another member"
+        ))
+    };
     let at_least = match node.snapshot_now(deadline + SNAPSHOT_WAIT).await {
         Ok(index) => index,
-        Err(e) => return outcomes.not_applied(e, "the backup"),
+        Err(e) => return not_taken(e),
     };
     let status = match node.status(deadline + SNAPSHOT_WAIT).await {
         Ok(status) => status,
-        Err(e) => return outcomes.not_applied(e, "the backup"),
+        Err(e) => return not_taken(e),
     };
     let cluster_id = u64::from_str_radix(&status.cluster_id, 16).unwrap_or(0);
     let snap_dir = config.snap_dir.clone();
@@ -188,15 +205,22 @@ pub async fn answer<O: Send + 'static>(
         tokio::task::spawn_blocking(move || open_newest(&snap_dir, at_least, cluster_id)).await;
     let (header, data) = match opened {
         Ok(Ok(found)) => found,
-        Ok(Err(why)) => return outcomes.unavailable(format!("the backup failed: {why}; retry")),
-        Err(_) => return outcomes.unavailable("the backup failed: retry"),
+        Ok(Err(why)) => return outcomes.unavailable(format!("no backup was taken: {why}; retry")),
+        Err(_) => return outcomes.unavailable("no backup was taken: retry"),
     };
     let head = Bytes::from(header.encode());
     let total = head.len() as u64 + header.data_len + TRAILER_BYTES as u64;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        stream(head, data, &tx)
+        // A client that stops reading gives up its slot (and the open file) after a while.
+        let send = |chunk: Bytes| {
+            runtime
+                .block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(chunk)))
+                .is_ok_and(|sent| sent.is_ok())
+        };
+        stream(head, data, send)
     });
     use http_body_util::{BodyExt, StreamBody};
     use tokio_stream::StreamExt;
@@ -246,9 +270,15 @@ fn open_newest(
         let Some(&(index, term)) = listed.first().filter(|(index, _)| *index >= at_least) else {
             return Err(format!("no snapshot file at or above index {at_least}"));
         };
-        let (Ok(mut head), Ok(data)) = (files.read_data(index, term), files.read_data(index, term))
-        else {
-            continue;
+        let (mut head, data) = match (files.read_data(index, term), files.read_data(index, term)) {
+            (Ok(head), Ok(data)) => (head, data),
+            (Err(snap::Error::Corrupt { .. }), _) | (_, Err(snap::Error::Corrupt { .. })) => {
+                return Err(format!(
+                    "the newest snapshot file (index {index}) is damaged: use another member, \
+                     or retry after this one's next snapshot"
+                ));
+            }
+            _ => continue, // purged meanwhile
         };
         let membership = read_envelope(&mut head)
             .map_err(|e| format!("the snapshot at index {index} is unreadable: {e}"))?;
@@ -266,10 +296,10 @@ fn open_newest(
 
 /// Sends the header, the snapshot data and the SHA-256 trailer; stops early (the body ends
 /// short) when the file fails its CRC or cannot be read, or the client went away.
-fn stream(head: Bytes, mut data: snap::DataReader, tx: &tokio::sync::mpsc::Sender<Bytes>) {
+fn stream(head: Bytes, mut data: snap::DataReader, send: impl Fn(Bytes) -> bool) {
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     sha.update(&head);
-    if tx.blocking_send(head).is_err() {
+    if !send(head) {
         return;
     }
     // The last chunk is held back until the CRC of the whole file checks out: a damaged file
@@ -286,7 +316,7 @@ fn stream(head: Bytes, mut data: snap::DataReader, tx: &tokio::sync::mpsc::Sende
         buf.truncate(n);
         sha.update(&buf);
         if let Some(chunk) = held.replace(Bytes::from(buf)) {
-            if tx.blocking_send(chunk).is_err() {
+            if !send(chunk) {
                 return;
             }
         }
@@ -295,12 +325,11 @@ fn stream(head: Bytes, mut data: snap::DataReader, tx: &tokio::sync::mpsc::Sende
         return;
     }
     if let Some(chunk) = held {
-        if tx.blocking_send(chunk).is_err() {
+        if !send(chunk) {
             return;
         }
     }
-    let trailer = Bytes::copy_from_slice(sha.finish().as_ref());
-    let _ = tx.blocking_send(trailer);
+    send(Bytes::copy_from_slice(sha.finish().as_ref()));
 }
 
 /// Reads until `buf` is full or the stream ends; the bytes read.
@@ -375,7 +404,7 @@ pub fn inspect<S: StateMachine>(path: &Path) -> Result<Inspected, String> {
     // The application's verdict waits for the hash: a flipped byte is "damaged", whatever the
     // decoder makes of it.
     let mut envelope_bytes = 0;
-    let verdict = match read_envelope(&mut data) {
+    let verdict = match read_envelope(&mut (&mut data).take(MAX_MEMBERSHIP_BYTES)) {
         Ok(_) => {
             envelope_bytes = header.data_len - data.limit();
             S::summarize(&mut data).map_err(|e| format!("the application's image: {e}"))
@@ -425,10 +454,8 @@ pub fn restored_cluster_id(sha256: &str, cluster: &[String], source: u64) -> u64
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    match hash.max(1) {
-        same if same == source => same ^ 1,
-        other => other,
-    }
+    let hash = if hash == source { hash ^ 2 } else { hash };
+    hash.max(1)
 }
 
 /// What a restore wrote.
@@ -450,6 +477,11 @@ pub struct Restored {
 /// # Errors
 /// One sentence; nothing is written unless the file checks out and the dirs are empty.
 pub fn restore<S: StateMachine>(path: &Path, config: &Config) -> Result<Restored, String> {
+    // The data dirs are the member's alone (0700 dirs, 0600 files), as the node makes them.
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let backup = inspect::<S>(path)?;
     for dir in [&config.wal_dir, &config.snap_dir] {
         let used = std::fs::read_dir(dir).map(|mut d| d.next().is_some());
@@ -457,13 +489,80 @@ pub fn restore<S: StateMachine>(path: &Path, config: &Config) -> Result<Restored
             Ok(true) => {
                 return Err(format!(
                     "{} is not empty: a restore writes a new member's data and never overwrites \
-                     one; use an empty --data-dir",
+                     one; use an empty --data-dir (an interrupted restore leaves its snapshot \
+                     dir behind: delete both dirs and restore again)",
                     dir.display()
                 ))
             }
             Ok(false) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        }
+    }
+    // Both dirs are written under temporary names and renamed into place, the WAL last: a
+    // crash leaves either nothing a node would start from, or a snapshot dir without a WAL,
+    // which a start refuses.
+    let snap_tmp = restoring(&config.snap_dir);
+    let wal_tmp = restoring(&config.wal_dir);
+    let written =
+        write_restored::<S>(path, config, &backup, &snap_tmp, &wal_tmp).and_then(|cluster_id| {
+            install_dir(&snap_tmp, &config.snap_dir)?;
+            install_dir(&wal_tmp, &config.wal_dir)?;
+            Ok(cluster_id)
+        });
+    let cluster_id = match written {
+        Ok(cluster_id) => cluster_id,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&snap_tmp);
+            let _ = std::fs::remove_dir_all(&wal_tmp);
+            return Err(e);
+        }
+    };
+    let h = &backup.header;
+    let snap_file = config
+        .snap_dir
+        .join(format!("{:016x}-{:016x}.snap", h.term, h.index));
+    Ok(Restored {
+        backup,
+        cluster_id,
+        snap_file,
+    })
+}
+
+/// `dir` with `.restoring` appended: where a restore writes it first.
+fn restoring(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".restoring");
+    PathBuf::from(name)
+}
+
+/// Moves the written dir `from` to `to` (absent or empty) and syncs their parent.
+fn install_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::rename(from, to)
+        .map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))?;
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", parent.display()))
+}
+
+/// Writes the snap file into `snap_dir` and the WAL into `wal_dir` (both fresh); returns the
+/// new cluster ID.
+fn write_restored(
+    path: &Path,
+    config: &Config,
+    backup: &Inspected,
+    snap_dir: &Path,
+    wal_dir: &Path,
+) -> Result<u64, String> {
+    for leftover in [snap_dir, wal_dir] {
+        match std::fs::remove_dir_all(leftover) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", leftover.display())),
         }
     }
     let h = &backup.header;
@@ -480,24 +579,21 @@ pub fn restore<S: StateMachine>(path: &Path, config: &Config) -> Result<Restored
         (1..=config.cluster.len() as u64).collect::<Vec<_>>(),
         vec![],
     )));
-    let files = snap::Snapshotter::new(&config.snap_dir)
-        .map_err(|e| format!("cannot use {}: {e}", config.snap_dir.display()))?;
+    let files = snap::Snapshotter::new(snap_dir)
+        .map_err(|e| format!("cannot use {}: {e}", snap_dir.display()))?;
     let expected = backup.sha256.clone();
-    let snap_file = files
+    files
         .save_streamed(&meta, head.len() as u64 + image_len, |out| {
             out.write_all(&head)?;
             copy_image(path, &expected, out)
         })
         .map_err(|e| format!("cannot write the snapshot file: {e}"))?;
-    crate::recovery::seed_wal(config, cluster_id, &meta).map_err(|e| {
-        let _ = std::fs::remove_file(&snap_file);
-        e.to_string()
-    })?;
-    Ok(Restored {
-        backup,
-        cluster_id,
-        snap_file,
-    })
+    let seeded = Config {
+        wal_dir: wal_dir.to_path_buf(),
+        ..config.clone()
+    };
+    crate::recovery::seed_wal(&seeded, cluster_id, &meta).map_err(|e| e.to_string())?;
+    Ok(cluster_id)
 }
 
 /// Copies the application's image out of the backup at `path` into `out`, checking the
@@ -573,6 +669,13 @@ pub fn run_cli<S: StateMachine>(name: &str, command: &SnapshotCommand) -> i32 {
             }
         },
         SnapshotCommand::Restore { file, node } => {
+            if node.join || node.force_new_cluster {
+                eprintln!(
+                    "{name} snapshot restore: --join and --force-new-cluster do not apply: a \
+                     restore makes a member of a new cluster, started afterwards without them"
+                );
+                return 3;
+            }
             let config = match Config::from_args(node) {
                 Ok(config) => config,
                 Err(e) => {
@@ -685,6 +788,11 @@ mod tests {
                 "{cut}: {err}"
             );
         }
+        let mut huge = bytes.clone();
+        huge[17..25].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Header::decode(&mut huge.as_slice())
+            .unwrap_err()
+            .contains("which no snapshot has"));
         let mut zero = bytes.clone();
         zero[17..25].fill(0);
         assert!(Header::decode(&mut zero.as_slice())

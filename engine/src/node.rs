@@ -460,6 +460,15 @@ async fn recover_node(
     logger: &Logger,
 ) -> Result<crate::recovery::Recovered, StartError> {
     let fresh = !wal::Wal::exists(&config.wal_dir);
+    // A force happens once (recorded in the WAL dir) and only with the survivor's data.
+    let forcing = config.force_new_cluster && !crate::recovery::forced_marker(config).exists();
+    if forcing && fresh {
+        return Err(fail(format!(
+            "--force-new-cluster needs the surviving member's data, and {} holds no WAL: start \
+             it with its own data dir",
+            config.wal_dir.display()
+        )));
+    }
     let wait = match (fresh, config.join) {
         (true, true) => Wait::Anyone,
         (true, false) => Wait::Everyone,
@@ -468,6 +477,15 @@ async fn recover_node(
     let answers = probe_peers(config, wait, peer_client.clone(), logger).await;
     check_records(config, &answers, fresh, incarnation)?;
     let running: Vec<&PeerView> = answers.iter().filter(|a| !a.fresh).collect();
+    if let Some(alive) = running.first().filter(|_| forcing) {
+        return Err(fail(format!(
+            "--force-new-cluster is for a majority lost for good, but member {} answered (it \
+             runs cluster {:x}): forcing would remove it and lose what the live members \
+             committed since this node last heard of it; start without the flag, or stop every \
+             other member for good first",
+            alive.id, alive.cluster_id
+        )));
+    }
     if fresh {
         check_fresh_start(config, &running)?;
     }

@@ -1587,7 +1587,10 @@ impl RaftNode {
     /// building them takes at most a quarter of the time ([`SNAPSHOT_DUTY_DIVISOR`]): with a
     /// large state and a small count, back-to-back snapshots would otherwise eat a core.
     fn maybe_snapshot(&mut self) {
-        let wanted = self.raw.store().take_snapshot_wanted();
+        // A `Msg::Snapshot` caller (a backup) keeps a snapshot wanted until one reaches its
+        // index, across a job already running, a failed one, or a received snapshot.
+        self.answer_snapshot_waiters(self.snapshot_index);
+        let wanted = self.raw.store().take_snapshot_wanted() || !self.snapshot_waiters.is_empty();
         if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
             return;
         }
@@ -1642,6 +1645,19 @@ impl RaftNode {
         }
     }
 
+    /// Answers the `Msg::Snapshot` callers whose index the snapshot at `index` (saved here or
+    /// received) reaches, and forgets those that gave up.
+    fn answer_snapshot_waiters(&mut self, index: u64) {
+        let (done, waiting) = std::mem::take(&mut self.snapshot_waiters)
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .partition(|(wanted, _)| *wanted <= index);
+        self.snapshot_waiters = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(index));
+        }
+    }
+
     fn job_context(&self) -> JobContext {
         JobContext {
             files: self.snapshotter.clone(),
@@ -1668,14 +1684,7 @@ impl RaftNode {
             from: "local",
         };
         self.hub.publish(self.raw.raft.term, kind, |_| {});
-        let index = meta.index;
-        let (done, waiting) = std::mem::take(&mut self.snapshot_waiters)
-            .into_iter()
-            .partition(|(wanted, _)| *wanted <= index);
-        self.snapshot_waiters = waiting;
-        for (_, reply) in done {
-            let _ = reply.send(Ok(index));
-        }
+        self.answer_snapshot_waiters(meta.index);
         let store = self.raw.mut_store();
         store.set_snapshot(meta.clone());
         let compact_to = meta

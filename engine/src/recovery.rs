@@ -229,6 +229,16 @@ pub fn recover(
     let mut hs = replay.hard_state;
     let mut wal = wal;
     let mut entries = replay.entries;
+    // Terms never fall along a log, so an entry after the snapshot with a lower term is a
+    // tail that a received snapshot replaced (the WAL keeps it until the first append after
+    // the install overwrites it): it must not count as this node's log, neither for votes nor
+    // for a force.
+    if let Some(stale) = entries.iter().position(|e| e.term < at.1) {
+        warn!(logger, "dropping entries a received snapshot replaced";
+            "from" => entries[stale].index, "count" => entries.len() - stale,
+            "snapshot_term" => at.1);
+        entries.truncate(stale);
+    }
     if config.force_new_cluster {
         let conf = snapshot
             .as_ref()
@@ -287,8 +297,14 @@ fn force_new_cluster(
     let marker = forced_marker(config);
     if let Ok(done) = std::fs::read_to_string(&marker) {
         warn!(logger, "--force-new-cluster is set but this member already forced a new cluster: \
-            ignoring it (remove the flag)"; "record" => done.trim(), "file" => marker.display().to_string());
+            ignoring it (remove the flag; to force again after another lost majority, delete the \
+            record file)"; "record" => done.trim(), "file" => marker.display().to_string());
         return Ok(());
+    }
+    if !snapshot_conf.voters_outgoing.is_empty() || !snapshot_conf.learners_next.is_empty() {
+        return Err(fail(
+            "the snapshot holds a joint configuration, which --force-new-cluster cannot resolve",
+        ));
     }
     // The configuration after every entry of the log (all of them are about to commit).
     let mut voters: std::collections::BTreeSet<u64> =
@@ -336,7 +352,8 @@ fn force_new_cluster(
         )));
     }
     let last = entries.last().map_or(at, |e| (e.index, e.term));
-    let term = hs.term.max(last.1);
+    // A term of its own: no entry of a lost leader can share an (index, term) with these.
+    let term = hs.term.max(last.1) + 1;
     let others: Vec<u64> = voters
         .iter()
         .chain(learners.iter())
@@ -369,6 +386,9 @@ fn force_new_cluster(
         })
         .collect();
     let from_commit = hs.commit;
+    if term > hs.term {
+        hs.vote = 0;
+    }
     hs.term = term;
     hs.commit = last.0 + added.len() as u64;
     wal.save(Some(hs), &added, true).map_err(|e| {
