@@ -505,7 +505,7 @@ pub fn restore<S: StateMachine>(path: &Path, config: &Config) -> Result<Restored
     let snap_tmp = restoring(&config.snap_dir);
     let wal_tmp = restoring(&config.wal_dir);
     let written =
-        write_restored::<S>(path, config, &backup, &snap_tmp, &wal_tmp).and_then(|cluster_id| {
+        write_restored(path, config, &backup, &snap_tmp, &wal_tmp).and_then(|cluster_id| {
             install_dir(&snap_tmp, &config.snap_dir)?;
             install_dir(&wal_tmp, &config.wal_dir)?;
             Ok(cluster_id)
