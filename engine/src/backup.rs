@@ -212,16 +212,25 @@ pub async fn answer<O: Send + 'static>(
     let total = head.len() as u64 + header.data_len + TRAILER_BYTES as u64;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        // A client that stops reading gives up its slot (and the open file) after a while.
-        let send = |chunk: Bytes| {
-            runtime
-                .block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(chunk)))
-                .is_ok_and(|sent| sent.is_ok())
-        };
-        stream(head, data, send)
-    });
+    // Its own thread (not the blocking pool, whose threads serve other work later), at the
+    // snapshot threads' low priority.
+    let spawned = std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || {
+            crate::snapshot_builder::run_in_background();
+            let _slot = slot;
+            // A client that stops reading gives up its slot (and the open file) after a while.
+            let send = |chunk: Bytes| {
+                // The timer is made inside `block_on`: this thread is not the runtime's.
+                runtime
+                    .block_on(async { tokio::time::timeout(SEND_TIMEOUT, tx.send(chunk)).await })
+                    .is_ok_and(|sent| sent.is_ok())
+            };
+            stream(head, data, send)
+        });
+    if spawned.is_err() {
+        return outcomes.unavailable("no backup was taken: cannot start a thread; retry");
+    }
     use http_body_util::{BodyExt, StreamBody};
     use tokio_stream::StreamExt;
     let body = tokio_stream::wrappers::ReceiverStream::new(rx)

@@ -60,7 +60,7 @@ mod snapshotter;
 
 pub use error::{Error, Result};
 pub use raft_proto::eraftpb::{Snapshot, SnapshotMetadata};
-pub use snapshotter::{DataReader, Recovered, Snapshotter};
+pub use snapshotter::{DataReader, Recovered, Snapshotter, WriteBehind};
 
 /// How many snapshot files [`Snapshotter::purge`] callers keep by default.
 pub const DEFAULT_KEEP: usize = 5;

@@ -483,7 +483,7 @@ const WRITE_BEHIND_BYTES: u64 = 8 << 20;
 /// it (`sync_file_range`). The final fsync then has little left to flush, so a snapshot of
 /// hundreds of MB does not queue one burst of writes in front of the WAL's fsyncs. Durability
 /// still comes from that final fsync alone.
-struct WriteBehind {
+pub struct WriteBehind {
     file: File,
     written: u64,
     /// Write-back was started up to here...
@@ -493,6 +493,21 @@ struct WriteBehind {
 }
 
 impl WriteBehind {
+    /// Writes to `file` from its current start (a new, empty file).
+    pub fn new(file: File) -> WriteBehind {
+        WriteBehind {
+            file,
+            written: 0,
+            started_to: 0,
+            waited_to: 0,
+        }
+    }
+
+    /// The file, for its final fsync.
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+
     fn range(&self, from: u64, to: u64, flags: libc::c_uint) {
         use std::os::fd::AsRawFd;
         let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
@@ -545,12 +560,7 @@ where
 {
     let context = |what: &str| format!("{what} {}", path.display());
     let file = File::create(path).map_err(|e| Error::io(context("create"), e))?;
-    let file = WriteBehind {
-        file,
-        written: 0,
-        started_to: 0,
-        waited_to: 0,
-    };
+    let file = WriteBehind::new(file);
     let mut w = CrcWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         crc: crc32fast::Hasher::new(),
@@ -573,7 +583,7 @@ where
     let file = inner
         .into_inner()
         .map_err(|e| Error::io(context("write"), e.into_error()))?;
-    file.file
+    file.into_inner()
         .sync_all()
         .map_err(|e| Error::io(context("fsync"), e))
 }
