@@ -453,6 +453,10 @@ impl MergedImage for MergePlan {
     }
 }
 
+/// No key or value is longer than one WAL record (a write carries it whole): a longer length
+/// in an image is damage, refused before it is read (a hostile image or backup).
+const MAX_PAIR_PART_BYTES: u64 = engine::limits::WAL_MAX_RECORD_BYTES;
+
 /// Reads an image from a stream, calling `pair` for each key and value. An empty stream is the
 /// empty map. Lengths are never trusted for allocation: a corrupt length ends in
 /// `UnexpectedEof` once the stream runs out.
@@ -478,11 +482,17 @@ pub fn read_pairs(
     let mut value = Vec::new();
     for _ in 0..pairs {
         key.clear();
-        let klen = read_u32(r)? as usize;
-        read_bytes(r, klen, &mut key)?;
+        let klen = read_u32(r)?;
+        if u64::from(klen) > MAX_PAIR_PART_BYTES {
+            return Err(invalid("a key longer than any write can carry"));
+        }
+        read_bytes(r, klen as usize, &mut key)?;
         value.clear();
-        let vlen = read_u32(r)? as usize;
-        read_bytes(r, vlen, &mut value)?;
+        let vlen = read_u32(r)?;
+        if u64::from(vlen) > MAX_PAIR_PART_BYTES {
+            return Err(invalid("a value longer than any write can carry"));
+        }
+        read_bytes(r, vlen as usize, &mut value)?;
         pair(&key, &value)?;
     }
     let mut rest = [0u8; 1];
@@ -567,6 +577,13 @@ mod tests {
         KvMachine::validate(&mut &[][..]).unwrap();
         other.restore(&mut &[][..], 7).unwrap();
         assert_eq!(other.len(), 0);
+        // A length no write can carry is refused at once, before anything is read for it.
+        let mut huge = 1u64.to_le_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = KvMachine::validate(&mut &huge[..]).unwrap_err();
+        assert!(err.to_string().contains("longer than any write"), "{err}");
+        let summary = KvMachine::summarize(&mut &image[..]).unwrap();
+        assert_eq!(summary[0], ("keys".to_string(), 2.into()));
     }
 
     // Intent: merging an image with the changes of later entries gives exactly the image of
