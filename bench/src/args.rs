@@ -77,6 +77,10 @@ pub struct Args {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Write one line per successful request of the timed run to FILE: its start (Unix time,
+    /// µs) and its latency (µs), to compute latencies over a window of the run.
+    #[arg(long, value_name = "FILE")]
+    pub latency_log: Option<PathBuf>,
     /// PEM file of the CA certificates that verify the servers; needed for https:// endpoints.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
@@ -147,6 +151,7 @@ impl Args {
             request_timeout: self.timeout,
             verify: self.verify,
             tls,
+            latency_log: self.latency_log.clone(),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct Plan {
     pub verify: bool,
     /// TLS config of `https://` endpoints (`--cacert`); `None` when only http is spoken.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--latency-log`: where the successful requests' starts and latencies go.
+    pub latency_log: Option<std::path::PathBuf>,
 }
 
 /// Why a run could not produce a report.
@@ -238,6 +240,9 @@ async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Timed,
     let max_requests = plan.max_requests.unwrap_or(u64::MAX);
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let started_unix_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let deadline = started + plan.duration;
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -249,6 +254,7 @@ async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Timed,
             let mut rng = Rng::new(seed ^ i as u64);
             let mut stats = Stats::default();
             let mut acked = Vec::new();
+            let mut latencies: Vec<(u64, u64)> = Vec::new();
             let keep_acked = plan.verify && plan.mode == Mode::Put;
             while Instant::now() < deadline {
                 let ticket = issued.fetch_add(1, Ordering::Relaxed);
@@ -258,26 +264,36 @@ async fn timed(plan: &Arc<Plan>, clients: Vec<(usize, Client)>) -> Result<Timed,
                 let call = plan.workload.call(ticket, &mut rng);
                 let sent = Instant::now();
                 let outcome = client.send(&call).await;
-                stats.record(outcome, sent.elapsed());
+                let took = sent.elapsed();
+                stats.record(outcome, took);
                 if keep_acked && matches!(outcome, Outcome::Status(200..=299)) {
                     acked.push(ticket);
+                }
+                if plan.latency_log.is_some() && matches!(outcome, Outcome::Status(200..=299)) {
+                    let start = (sent - started).as_micros() as u64;
+                    latencies.push((start, took.as_micros() as u64));
                 }
                 if outcome == Outcome::Connect {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
-            (client, (stats, acked))
+            (client, (stats, acked, latencies))
         }
     })
     .await?;
     let elapsed = started.elapsed();
     let mut stats = Stats::default();
     let mut acked = Vec::new();
+    let mut latencies = Vec::new();
     let mut clients = Vec::with_capacity(results.len());
-    for (i, client, (s, a)) in results {
+    for (i, client, (s, a, l)) in results {
         stats.merge(&s);
         acked.extend(a);
+        latencies.extend(l);
         clients.push((i, client));
+    }
+    if let Some(path) = &plan.latency_log {
+        write_latency_log(path, started_unix_micros, latencies);
     }
     let stopped_by = if issued.load(Ordering::Relaxed) >= max_requests {
         StoppedBy::Requests
@@ -317,4 +333,24 @@ where
         results.push((i, client, value));
     }
     Ok(results)
+}
+
+/// Writes `start_unix_us latency_us` per request, in start order; a failure is reported on
+/// stderr (the run's figures stand without it).
+fn write_latency_log(path: &std::path::Path, base: u64, mut latencies: Vec<(u64, u64)>) {
+    use std::io::Write as _;
+    latencies.sort_unstable();
+    let written = std::fs::File::create(path).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        for (start, took) in latencies {
+            writeln!(out, "{} {took}", base + start)?;
+        }
+        out.flush()
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "raftbench: cannot write the latency log {}: {e}",
+            path.display()
+        );
+    }
 }

@@ -105,6 +105,7 @@ fn plan(endpoints: Vec<Endpoint>, mode: Mode, requests: Option<u64>, duration: D
         request_timeout: Duration::from_millis(300),
         verify: false,
         tls: None,
+        latency_log: None,
     }
 }
 

@@ -110,15 +110,19 @@ impl RaftStorage {
 
     /// Drops entries up to and including `index` (which MUST be covered by a saved snapshot).
     /// An index outside the log is clamped.
-    pub fn compact(&mut self, index: u64) {
+    ///
+    /// Returns the entries compacted away, for the caller to free where it likes: dropping
+    /// hundreds of thousands of entries takes tens of ms, too long for the raft thread.
+    pub fn compact(&mut self, index: u64) -> Vec<Entry> {
         let index = index.min(self.last());
         if index <= self.offset_index {
-            return;
+            return Vec::new();
         }
         let drop = (index - self.offset_index) as usize;
         self.offset_term = self.entries[drop - 1].term;
         self.offset_index = index;
-        self.entries.drain(..drop);
+        let kept = self.entries.split_off(drop);
+        std::mem::replace(&mut self.entries, kept)
     }
 
     /// The lowest index to compact to so that the entries kept up to `upto` hold at most

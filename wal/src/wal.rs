@@ -383,6 +383,23 @@ impl Wal {
         Ok(())
     }
 
+    /// Like [`Wal::release_to`], but leaves the deleting to the caller: the closed segments
+    /// whose entries all have index <= `index` are forgotten here and their paths returned, to
+    /// be deleted (then the directory fsynced) off the writer's thread. A segment left behind
+    /// by a crash before that is only disk space: replay starts at the mark.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn forget_to(&mut self, index: u64) -> Result<Vec<std::path::PathBuf>> {
+        self.check_poisoned()?;
+        let releasable = self
+            .closed
+            .iter()
+            .take_while(|c| c.max_index.is_none_or(|m| m <= index))
+            .count();
+        Ok(self.closed.drain(..releasable).map(|c| c.path).collect())
+    }
+
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
