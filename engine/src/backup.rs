@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
-use raft::eraftpb::{ConfState, SnapshotMetadata};
+use raft::eraftpb::SnapshotMetadata;
 
 use crate::config::{Config, NodeArgs};
 use crate::framing::{envelope_head, read_envelope};
@@ -355,10 +355,19 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// A reader that hashes and counts what passes through it.
+/// A buffered file reader that hashes what passes through it.
 struct Hashing<R> {
     inner: R,
     sha: ring::digest::Context,
+}
+
+impl Hashing<io::BufReader<std::fs::File>> {
+    fn new(file: std::fs::File) -> Self {
+        Hashing {
+            inner: io::BufReader::with_capacity(CHUNK_BYTES, file),
+            sha: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -398,10 +407,7 @@ pub fn inspect<S: StateMachine>(path: &Path) -> Result<Inspected, String> {
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .len();
-    let mut r = Hashing {
-        inner: io::BufReader::with_capacity(CHUNK_BYTES, file),
-        sha: ring::digest::Context::new(&ring::digest::SHA256),
-    };
+    let mut r = Hashing::new(file);
     let header = Header::decode(&mut r)?;
     let truncated = || {
         format!(
@@ -457,12 +463,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The cluster ID every member restored from the file with hash `sha256` into `cluster`
 /// computes alike (FNV-1a over both), never the source's.
 pub fn restored_cluster_id(sha256: &str, cluster: &[String], source: u64) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let text = format!("restore\n{sha256}\n{}", cluster.join(","));
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::config::fnv1a(format!("restore\n{sha256}\n{}", cluster.join(",")).as_bytes());
     let hash = if hash == source { hash ^ 2 } else { hash };
     hash.max(1)
 }
@@ -474,8 +475,6 @@ pub struct Restored {
     pub backup: Inspected,
     /// The new cluster's ID.
     pub cluster_id: u64,
-    /// The snap file written.
-    pub snap_file: PathBuf,
 }
 
 /// Writes the starting state of member `config.id` of a new cluster (`config.cluster`) from
@@ -527,15 +526,7 @@ pub fn restore<S: StateMachine>(path: &Path, config: &Config) -> Result<Restored
             return Err(e);
         }
     };
-    let h = &backup.header;
-    let snap_file = config
-        .snap_dir
-        .join(format!("{:016x}-{:016x}.snap", h.term, h.index));
-    Ok(Restored {
-        backup,
-        cluster_id,
-        snap_file,
-    })
+    Ok(Restored { backup, cluster_id })
 }
 
 /// `dir` with `.restoring` appended: where a restore writes it first.
@@ -584,10 +575,7 @@ fn write_restored(
         term: h.term,
         ..Default::default()
     };
-    meta.set_conf_state(ConfState::from((
-        (1..=config.cluster.len() as u64).collect::<Vec<_>>(),
-        vec![],
-    )));
+    meta.set_conf_state(crate::recovery::initial_conf_state(config));
     let files = snap::Snapshotter::new(snap_dir)
         .map_err(|e| format!("cannot use {}: {e}", snap_dir.display()))?;
     let expected = backup.sha256.clone();
@@ -609,10 +597,7 @@ fn write_restored(
 /// file's hash again (it must be the file [`inspect`] checked).
 fn copy_image(path: &Path, expected: &str, out: &mut dyn Write) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
-    let mut r = Hashing {
-        inner: io::BufReader::with_capacity(CHUNK_BYTES, file),
-        sha: ring::digest::Context::new(&ring::digest::SHA256),
-    };
+    let mut r = Hashing::new(file);
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let header = Header::decode(&mut r).map_err(invalid)?;
     let mut data = (&mut r).take(header.data_len);

@@ -380,12 +380,7 @@ impl Config {
     /// The cluster ID a bootstrapping cluster derives from its initial `--cluster` list
     /// (FNV-1a over the URLs in order), identical on every initial member.
     pub fn initial_cluster_id(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in self.cluster.join(",").bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        hash.max(1)
+        fnv1a(self.cluster.join(",").as_bytes()).max(1)
     }
 
     /// Where this node serves clients, as other hosts reach it: the client address, or, when
@@ -413,6 +408,13 @@ impl Config {
 ///
 /// # Errors
 /// A sentence naming the URL and the expected shape.
+/// FNV-1a (64-bit) of `bytes`: the hash every member computes alike for cluster IDs.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
     let shape = || {
         bad(format!(

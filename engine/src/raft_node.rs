@@ -1648,6 +1648,9 @@ impl RaftNode {
     /// Answers the `Msg::Snapshot` callers whose index the snapshot at `index` (saved here or
     /// received) reaches, and forgets those that gave up.
     fn answer_snapshot_waiters(&mut self, index: u64) {
+        if self.snapshot_waiters.is_empty() {
+            return; // every loop turn asks
+        }
         let (done, waiting) = std::mem::take(&mut self.snapshot_waiters)
             .into_iter()
             .filter(|(_, reply)| !reply.is_closed())

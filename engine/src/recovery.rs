@@ -77,13 +77,6 @@ pub fn initialize(
     if wal::Wal::exists(&config.wal_dir) {
         return Ok(());
     }
-    if config.force_new_cluster {
-        return Err(fail(format!(
-            "--force-new-cluster needs the surviving member's data, and {} holds no WAL: start \
-             it with its own data dir",
-            config.wal_dir.display()
-        )));
-    }
     let dir = config.wal_dir.display();
     let cluster_id = join_cluster_id.unwrap_or_else(|| config.initial_cluster_id());
     let metadata = wal::Metadata {
@@ -171,11 +164,17 @@ fn bootstrap_snapshot(config: &Config) -> Snapshot {
     let meta = snapshot.mut_metadata();
     meta.index = 1;
     meta.term = 1;
-    meta.set_conf_state(ConfState::from((
+    meta.set_conf_state(initial_conf_state(config));
+    snapshot
+}
+
+/// The conf state a new cluster starts with: every `--cluster` member a voter (bootstrap and
+/// restore).
+pub fn initial_conf_state(config: &Config) -> ConfState {
+    ConfState::from((
         (1..=config.cluster.len() as u64).collect::<Vec<_>>(),
         vec![],
-    )));
-    snapshot
+    ))
 }
 
 /// Reads the node back from disk (see the module doc).

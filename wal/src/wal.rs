@@ -363,11 +363,7 @@ impl Wal {
     /// [`Error::Poisoned`].
     pub fn release_to(&mut self, index: u64) -> Result<()> {
         self.check_poisoned()?;
-        let releasable = self
-            .closed
-            .iter()
-            .take_while(|c| c.max_index.is_none_or(|m| m <= index))
-            .count();
+        let releasable = self.releasable(index);
         for deleted in 0..releasable {
             let path = &self.closed[deleted].path;
             if let Err(e) = fs::remove_file(path) {
@@ -392,12 +388,16 @@ impl Wal {
     /// [`Error::Poisoned`].
     pub fn forget_to(&mut self, index: u64) -> Result<Vec<std::path::PathBuf>> {
         self.check_poisoned()?;
-        let releasable = self
-            .closed
+        let releasable = self.releasable(index);
+        Ok(self.closed.drain(..releasable).map(|c| c.path).collect())
+    }
+
+    /// How many of the oldest closed segments hold only entries at or below `index`.
+    fn releasable(&self, index: u64) -> usize {
+        self.closed
             .iter()
             .take_while(|c| c.max_index.is_none_or(|m| m <= index))
-            .count();
-        Ok(self.closed.drain(..releasable).map(|c| c.path).collect())
+            .count()
     }
 
     fn check_poisoned(&self) -> Result<()> {
