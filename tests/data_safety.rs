@@ -537,3 +537,58 @@ fn a_members_peer_url_is_updated_through_the_log() {
         "the node did not log its new URL"
     );
 }
+
+// Intent: a disk that fills up under a backup or a restore leaves nothing half-written: `ctl
+// snapshot save` onto a full disk exits 1 with no FILE and no FILE.part, and a restore onto
+// one exits 1 with neither data dir nor its temporary names left (so a later restore, or a
+// start, never finds a partial member).
+#[test]
+fn a_full_disk_under_a_backup_or_a_restore_leaves_nothing_behind() {
+    let c = Cluster::start(1, &[]);
+    let value = "v".repeat(100_000);
+    for i in 0..30 {
+        c.put_eventually(1, &format!("k{i}"), &value);
+    }
+    let full = c.dir().join("full");
+    let Some(()) = mount_tmpfs(&full, "1m") else {
+        return;
+    };
+    let _unmount = Unmount(full.clone());
+    let ctl = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_raftexample"))
+            .args([
+                "ctl",
+                "--endpoints",
+                &format!("http://{}", c.node(1).client),
+            ])
+            .args(["snapshot", "save"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&full.join("b.rxb"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        !full.join("b.rxb").exists() && !full.join("b.rxb.part").exists(),
+        "{err}"
+    );
+
+    let good = c.dir().join("good.rxb");
+    assert!(ctl(&good).status.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftexample"))
+        .args(["snapshot", "restore"])
+        .arg(&good)
+        .args(["--id", "1", "--cluster", "http://127.0.0.1:1", "--data-dir"])
+        .arg(full.join("wal"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&full)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a refused restore left {left:?}: {err}");
+}
