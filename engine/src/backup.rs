@@ -213,11 +213,12 @@ pub async fn answer<O: Send + 'static>(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let runtime = tokio::runtime::Handle::current();
     // Its own thread (not the blocking pool, whose threads serve other work later), at the
-    // snapshot threads' low priority.
+    // snapshot threads' idle priority (`priority`): a client that gives up closes the stream,
+    // and the thread ends at its next send.
     let spawned = std::thread::Builder::new()
         .name("backup".into())
         .spawn(move || {
-            crate::snapshot_builder::run_in_background();
+            crate::priority::run_when_idle();
             let _slot = slot;
             // A client that stops reading gives up its slot (and the open file) after a while.
             let send = |chunk: Bytes| {

@@ -95,6 +95,7 @@ pub mod membership;
 pub mod node;
 pub mod outcome;
 pub mod peer_server;
+pub mod priority;
 pub mod protocol;
 mod raft_node;
 pub mod recovery;

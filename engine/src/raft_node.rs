@@ -63,6 +63,9 @@ const MAX_INFLIGHT_MSGS: usize = 256;
 const MAX_UNCOMMITTED_BYTES: u64 = 256 * 1024 * 1024;
 /// Pause before retrying a snapshot that could not be made.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
+/// How long a snapshot job may run at idle priority before it is raised to nice 10 (a merge
+/// of 1M keys takes about 1.5 s on a busy 2-core host).
+const SNAPSHOT_STARVED_AFTER: Duration = Duration::from_secs(10);
 /// Snapshots are spaced so that the gap after one is this many times as long as building it
 /// took (building takes at most a quarter of the time).
 const SNAPSHOT_DUTY_DIVISOR: u32 = 3;
@@ -235,6 +238,9 @@ pub struct RaftNode {
     last_image_bytes: u64,
     /// CPU time of the snapshot threads, in µs.
     snapshot_cpu_micros: Arc<std::sync::atomic::AtomicU64>,
+    /// The running snapshot job's thread (idle priority), and whether it was raised.
+    snapshot_thread: Arc<crate::priority::JobThread>,
+    snapshot_raised: bool,
     /// This start of this node, announced until its start record is applied.
     own_start: Start,
     /// When the start record was last proposed.
@@ -350,6 +356,8 @@ impl RaftNode {
             last_image_bytes,
             prompt_commit_upto: 0,
             snapshot_cpu_micros: Arc::default(),
+            snapshot_thread: Arc::default(),
+            snapshot_raised: false,
             own_start: start,
             start_proposed_at: None,
             superseded: false,
@@ -1591,7 +1599,13 @@ impl RaftNode {
         // index, across a job already running, a failed one, or a received snapshot.
         self.answer_snapshot_waiters(self.snapshot_index);
         let wanted = self.raw.store().take_snapshot_wanted() || !self.snapshot_waiters.is_empty();
-        if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
+        if let Some(started) = self.snapshot_started {
+            if !self.snapshot_raised && started.elapsed() >= SNAPSHOT_STARVED_AFTER {
+                self.raise_snapshot_job();
+            }
+            return;
+        }
+        if self.sent_index <= self.snapshot_index {
             return;
         }
         // By count, but also only once the entries since are a fair share of the image: a
@@ -1629,6 +1643,7 @@ impl RaftNode {
         };
         meta.set_conf_state(self.conf_state.clone());
         self.snapshot_started = Some(Instant::now());
+        self.snapshot_raised = false;
         self.job_logged_bytes = std::mem::take(&mut self.logged_bytes);
         let membership = self.membership.clone();
         match self.plan_merge {
@@ -1642,6 +1657,25 @@ impl RaftNode {
             .spawn(self.job_context()),
             // Every entry up to `meta.index` is on the commit channel before this request.
             None => self.send_commits(Apply::Snapshot { meta, membership }),
+        }
+    }
+
+    /// A snapshot job still running after [`SNAPSHOT_STARVED_AFTER`] is starved at idle
+    /// priority by a saturated host (`priority`): it goes on at nice 10, so that the log, the
+    /// WAL and memory stop growing. Tried again until the job's thread has registered.
+    fn raise_snapshot_job(&mut self) {
+        match self.snapshot_thread.raise() {
+            Ok(false) => {} // an image job not yet handed to its thread
+            Ok(true) => {
+                self.snapshot_raised = true;
+                warn!(self.logger, "a snapshot job ran at idle priority for too long: raised to nice 10";
+                    "seconds" => SNAPSHOT_STARVED_AFTER.as_secs());
+            }
+            Err(e) => {
+                self.snapshot_raised = true;
+                warn!(self.logger, "a snapshot job ran at idle priority for too long and cannot be raised (allow it with RLIMIT_NICE, e.g. systemd's LimitNICE=10)";
+                    "error" => %e);
+            }
         }
     }
 
@@ -1667,6 +1701,7 @@ impl RaftNode {
             reports: self.reports.clone(),
             logger: self.logger.clone(),
             cpu_micros: self.snapshot_cpu_micros.clone(),
+            thread: self.snapshot_thread.clone(),
         }
     }
 
@@ -1941,7 +1976,7 @@ fn reap(
     }
     let log = logger.clone();
     let spawned = std::thread::Builder::new().name("reaper".into()).spawn(move || {
-        crate::snapshot_builder::run_in_background();
+        crate::priority::run_at_low_priority();
         drop(entries);
         for path in &segments {
             if let Err(e) = std::fs::remove_file(path) {

@@ -32,6 +32,7 @@ use slog::{error, info, Logger};
 
 use crate::framing::{decode_entry, encode_image, envelope_head, read_envelope, EntryData};
 use crate::membership::Membership;
+use crate::priority::JobThread;
 use crate::protocol::Report;
 use crate::state_machine::MergedImage;
 
@@ -75,6 +76,8 @@ pub struct JobContext {
     pub logger: Logger,
     /// CPU time the snapshot threads spent, in µs (their own clock, failed jobs included).
     pub cpu_micros: Arc<AtomicU64>,
+    /// Where the job's thread registers, so that the raft thread can raise it if it starves.
+    pub thread: Arc<JobThread>,
 }
 
 /// CPU time this thread has used, in µs.
@@ -97,7 +100,8 @@ impl SnapshotJob {
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
-                run_in_background();
+                crate::priority::run_when_idle();
+                let _registered = cx.thread.register();
                 let cpu_at_start = thread_cpu_micros();
                 self.run(&cx);
                 let used = thread_cpu_micros().saturating_sub(cpu_at_start);
@@ -219,21 +223,5 @@ fn corrupt(cx: &JobContext, prev: (u64, u64), e: std::io::Error) -> snap::Error 
     snap::Error::Corrupt {
         file: cx.files.dir().to_path_buf(),
         reason: format!("snapshot {prev:?} image: {e}"),
-    }
-}
-
-/// The nice value of snapshot and backup threads.
-const BACKGROUND_NICE: libc::c_int = 10;
-
-/// Lowers the calling thread's CPU priority (nice 10: about a tenth of a normal thread's
-/// share when they compete; all of an idle core otherwise). Snapshots and backups read and
-/// write whole images; on a busy node they then yield to the raft, apply and HTTP threads
-/// instead of adding their bursts to every request's latency.
-pub(crate) fn run_in_background() {
-    // SAFETY: setpriority on this thread's own ID only changes its scheduling weight; a
-    // failure leaves the priority as it was, which is harmless.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
     }
 }

@@ -33,12 +33,10 @@ use crate::ctl::retry::{header_u64, Call};
 
 /// `snapshot save FILE [--consistency serializable]`.
 pub async fn save(ctx: &Ctx, file: &Path, consistency: Consistency) -> Result<()> {
-    // A backup is background work: at nice 10 its hashing and writing yield to a member
-    // running on the same host (whose snapshot and backup threads run at nice 10 too).
-    // SAFETY: setpriority only lowers this process's scheduling weight; a failure is harmless.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-    }
+    // A backup is background work: at idle priority its hashing and writing yield to a member
+    // running on the same host (whose snapshot and backup threads run so too). On a saturated
+    // host it slows down, bounded by --command-timeout.
+    engine::priority::run_when_idle();
     let part = part_path(file);
     let call = Call::read(format!("/snapshot{}", consistency.query()), "the backup");
     let stream = ctx.session.open(&ctx.endpoints, &call).await.map_err(|e| {
