@@ -1213,7 +1213,7 @@ impl RaftNode {
         if let Err(e) = installed {
             crate::logging::fatal(&self.logger, "cannot install a received snapshot", &e);
         }
-        self.save_snapshot_mark(&meta);
+        self.save_snapshot_mark(&meta, true);
         self.last_image_bytes = image_bytes(&self.snapshotter, &meta);
         let envelope = self
             .snapshotter
@@ -1255,13 +1255,20 @@ impl RaftNode {
         }
     }
 
-    fn save_snapshot_mark(&mut self, meta: &raft::eraftpb::SnapshotMetadata) {
+    /// The WAL mark of a snapshot file made here, or `received` from the leader (then it also
+    /// resets the log: the stale tail it replaced never comes back at a restart).
+    fn save_snapshot_mark(&mut self, meta: &raft::eraftpb::SnapshotMetadata, received: bool) {
         let mark = wal::SnapshotMark {
             index: meta.index,
             term: meta.term,
             conf_state: meta.get_conf_state().clone(),
         };
-        if let Err(e) = self.wal.save_snapshot_mark(&mark) {
+        let saved = if received {
+            self.wal.save_received_snapshot_mark(&mark)
+        } else {
+            self.wal.save_snapshot_mark(&mark)
+        };
+        if let Err(e) = saved {
             crate::logging::fatal(&self.logger, "cannot write a WAL snapshot mark", &e);
         }
     }
@@ -1714,7 +1721,7 @@ impl RaftNode {
         if meta.index <= self.snapshot_index {
             return;
         }
-        self.save_snapshot_mark(&meta);
+        self.save_snapshot_mark(&meta, false);
         self.snapshot_index = meta.index;
         let kind = EventKind::Snapshot {
             index: meta.index,

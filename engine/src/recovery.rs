@@ -228,10 +228,11 @@ pub fn recover(
     let mut hs = replay.hard_state;
     let mut wal = wal;
     let mut entries = replay.entries;
-    // Terms never fall along a log, so an entry after the snapshot with a lower term is a
-    // tail that a received snapshot replaced (the WAL keeps it until the first append after
-    // the install overwrites it): it must not count as this node's log, neither for votes nor
-    // for a force.
+    // A received snapshot's mark resets the log in the WAL (`save_received_snapshot_mark`), so
+    // the tail it replaced is not replayed. WALs written before log resets existed may still
+    // hold one until the first append after the install: terms never fall along a log, so an
+    // entry after the snapshot with a lower term is such a tail, and it must not count as
+    // this node's log, neither for votes nor for a force.
     if let Some(stale) = entries.iter().position(|e| e.term < at.1) {
         warn!(logger, "dropping entries a received snapshot replaced";
             "from" => entries[stale].index, "count" => entries.len() - stale,

@@ -47,6 +47,8 @@
 //!  5 snapshot mark index u64 | term u64 | conf_state (protobuf)
 //!  6 batch commit  batch_start u64 (offset of the batch's first record) | seq u64 | seed u32
 //!                  | records u32 (records in the batch before this one)
+//!  7 log reset     index u64 | term u64 (a received snapshot replaced the whole log; written
+//!                  in the batch of its mark, before it)
 //! ```
 //!
 //! Invariants: a batch is applied on replay only if its commit record is valid, so a batch is
@@ -70,7 +72,9 @@
 //!    metadata must never change; the hard state replaces the previous one; marks are listed;
 //!    entries with index <= the snapshot index are dropped (and drop every later entry held,
 //!    raft's suffix rule); an entry at an index already held replaces it and all after it; an
-//!    entry leaving a gap is [`Error::Corrupt`].
+//!    entry leaving a gap is [`Error::Corrupt`]. A log reset at or below the snapshot index
+//!    drops every entry held (they are the log a received snapshot replaced); one above it is
+//!    [`Error::Corrupt`] (the entries up to it are not in the log: its snapshot is needed).
 //! 4. A segment's scan stops at the first record that is not valid (or at end of file). If all
 //!    bytes after the last complete batch are zero, the segment ends cleanly.
 //! 5. Otherwise, if the segment is closed (not the last), or its head batch is incomplete:

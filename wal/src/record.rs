@@ -21,6 +21,7 @@
 //! | 4 | hard state | term u64, vote u64, commit u64 |
 //! | 5 | snapshot mark | index u64, term u64, conf_state (protobuf) |
 //! | 6 | batch commit | batch_start u64, seq u64, seed u32, records u32 |
+//! | 7 | log reset | index u64, term u64 |
 //!
 //! Invariants: every record starts at a multiple of 8; padding is zero; `len` never exceeds the
 //! configured maximum, checked before anything is allocated or hashed.
@@ -43,6 +44,7 @@ const METADATA_BYTES: usize = 16;
 const HARD_STATE_BYTES: usize = 24;
 const MARK_FIXED_BYTES: usize = 16;
 const COMMIT_BYTES: usize = 24;
+const RESET_BYTES: usize = 16;
 
 /// `len` rounded up to [`ALIGN_BYTES`].
 pub(crate) fn padded(len: usize) -> usize {
@@ -74,6 +76,7 @@ pub(crate) enum RecordType {
     HardState = 4,
     SnapshotMark = 5,
     BatchCommit = 6,
+    LogReset = 7,
 }
 
 impl RecordType {
@@ -85,6 +88,7 @@ impl RecordType {
             4 => RecordType::HardState,
             5 => RecordType::SnapshotMark,
             6 => RecordType::BatchCommit,
+            7 => RecordType::LogReset,
             _ => return None,
         })
     }
@@ -157,6 +161,12 @@ pub(crate) enum Record<'a> {
     /// Boxed: marks are rare and large; entries are many and small.
     SnapshotMark(Box<SnapshotMark>),
     BatchCommit(BatchCommit),
+    /// A snapshot received from the leader replaced the whole log: raft's log is now the
+    /// snapshot's last entry, at this (index, term), and nothing after it.
+    LogReset {
+        index: u64,
+        term: u64,
+    },
 }
 
 /// A record read from bytes, with its framing.
@@ -289,6 +299,13 @@ fn decode_payload(kind: RecordType, p: &[u8]) -> Option<Record<'_>> {
                 conf_state,
             }))
         }
+        RecordType::LogReset => {
+            fixed(RESET_BYTES)?;
+            Record::LogReset {
+                index: u64_at(p, 0),
+                term: u64_at(p, 8),
+            }
+        }
         RecordType::BatchCommit => {
             fixed(COMMIT_BYTES)?;
             Record::BatchCommit(BatchCommit {
@@ -397,6 +414,14 @@ impl<'b> Encoder<'b> {
         self.fixed(RecordType::Metadata, METADATA_BYTES, |b| {
             put_u64(b, metadata.node_id);
             put_u64(b, metadata.cluster_id);
+        });
+    }
+
+    /// A log reset record: the log is replaced by a snapshot at (`index`, `term`).
+    pub(crate) fn log_reset(&mut self, index: u64, term: u64) {
+        self.fixed(RecordType::LogReset, RESET_BYTES, |b| {
+            put_u64(b, index);
+            put_u64(b, term);
         });
     }
 

@@ -5,8 +5,12 @@
 //! - a later entry at an index already held replaces that entry and everything after it
 //!   (raft's rule); an entry at or below `at.index` empties `entries`, since it replaced the
 //!   whole suffix above it;
-//! - `last_index` is raft's last index after every record read so far (the last entry, or a
-//!   later snapshot mark above it); `save` checks new entries against it.
+//! - a log reset (a snapshot received from the leader replaced the whole log) at or below
+//!   `at.index` empties `entries`: every entry written before it is one the snapshot replaced;
+//!   a reset above `at.index` cannot be replayed across (the entries up to it are not in the
+//!   log): that is damage, and the reset's own snapshot file is needed;
+//! - `last_index` is raft's last index after every record read so far (the last entry, a
+//!   later snapshot mark above it, or a log reset); `save` checks new entries against it.
 //!
 //! Replayed entries' data is copied out of the segment into shared 1 MiB buffers (one
 //! allocation per buffer instead of one per entry: replay speed). A buffer is freed when the
@@ -123,6 +127,27 @@ impl ReplayState {
         Ok(())
     }
 
+    fn reset(&mut self, offset: u64, index: u64, term: u64) -> Result<(), Damage> {
+        self.last_index = index;
+        if !self.collect_entries {
+            return Ok(());
+        }
+        let at = self.at.0;
+        if index > at {
+            return Err(Damage {
+                offset,
+                index: Some(index),
+                reason: format!(
+                    "a snapshot received at index {index} (term {term}) replaced the log here, \
+                     so it cannot be replayed from the snapshot at index {at}: the snapshot \
+                     file at index {index} is needed"
+                ),
+            });
+        }
+        self.entries.clear();
+        Ok(())
+    }
+
     fn mark(&mut self, mark: &SnapshotMark) {
         self.last_index = self.last_index.max(mark.index);
         if (mark.index, mark.term) == self.at {
@@ -170,6 +195,7 @@ impl BatchSink for ReplayState {
                 Record::HardState(hs) => self.hard_state = hs.clone(),
                 Record::SnapshotMark(mark) => self.mark(mark),
                 Record::Entry(e) => self.entry(located.offset, e.index, &located.record)?,
+                Record::LogReset { index, term } => self.reset(located.offset, *index, *term)?,
                 Record::CrcSeed(_) | Record::BatchCommit(_) => {}
             }
         }

@@ -306,11 +306,28 @@ impl Wal {
     /// # Errors
     /// As [`Wal::save`].
     pub fn save_snapshot_mark(&mut self, mark: &SnapshotMark) -> Result<()> {
+        self.mark_batch(mark, false)
+    }
+
+    /// Appends the mark of a snapshot received from the leader, which replaced the whole log,
+    /// and `fdatasync`s before returning. Its batch holds a log reset record before the mark:
+    /// on replay, every entry written before it is dropped (a crash before the first append
+    /// after the install would otherwise leave a stale tail after the snapshot), and a replay
+    /// from an older snapshot refuses to cross it. Raft's last index becomes the mark's.
+    ///
+    /// # Errors
+    /// As [`Wal::save`].
+    pub fn save_received_snapshot_mark(&mut self, mark: &SnapshotMark) -> Result<()> {
+        self.mark_batch(mark, true)
+    }
+
+    fn mark_batch(&mut self, mark: &SnapshotMark, reset: bool) -> Result<()> {
         self.check_poisoned()?;
         let conf_state = record::encode_conf_state(&mark.conf_state)?;
         let len = 16 + conf_state.len();
         self.check_record_len(len)?;
-        let needed = (record::record_bytes(len) + COMMIT_RECORD_BYTES) as u64;
+        let reset_bytes = if reset { record::record_bytes(16) } else { 0 };
+        let needed = (reset_bytes + record::record_bytes(len) + COMMIT_RECORD_BYTES) as u64;
         self.make_room(needed)?;
         let mut enc = Encoder::new(
             &mut self.buf,
@@ -318,11 +335,18 @@ impl Wal {
             self.chain,
             self.options.max_record_bytes,
         );
+        if reset {
+            enc.log_reset(mark.index, mark.term);
+        }
         enc.snapshot_mark(mark, &conf_state)?;
         enc.commit(self.active.seq, self.active.seed);
         let chain = enc.chain();
         self.write_batch(chain, true)?;
-        self.last_index = self.last_index.max(mark.index);
+        self.last_index = if reset {
+            mark.index
+        } else {
+            self.last_index.max(mark.index)
+        };
         if self
             .latest_mark
             .as_ref()
