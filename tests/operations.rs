@@ -541,3 +541,58 @@ fn backups_during_a_snapshot_in_flight_are_all_answered() {
         started.elapsed()
     );
 }
+
+// Intent: a backup client that stops reading cannot hold a member's backup slots for ever.
+// Two clients ask for a backup larger than the socket buffers and never read it: a third
+// backup is refused with 503 (at most two stream at once) while the member goes on serving
+// writes, and once the stalled streams' send timeout (30 s) has passed a backup is served
+// again, whole, while the stalled connections are still open.
+#[test]
+fn a_backup_client_that_stops_reading_gives_up_its_slot() {
+    use std::io::Write;
+    let mut c = Cluster::start(1, &[]);
+    c.wait_leader();
+    // About 40 MB of state: more than the member's send buffer and queue for one connection.
+    let value = "v".repeat(1_000_000);
+    for i in 0..40 {
+        c.put_eventually(1, &format!("big-{i}"), &value);
+    }
+    let node = c.node(1);
+    let stalled: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(node.client).unwrap();
+            // A fixed small receive buffer (no autotuning, which may grow it to tens of MB):
+            // the member's stream must block on this client.
+            let small: libc::c_int = 4096;
+            // SAFETY: a valid socket and a c_int option of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&small as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_RCVBUF");
+            s.write_all(b"GET /snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            // Its stream has begun (it holds a slot), and then it reads nothing more.
+            let mut head = [0u8; 12];
+            std::io::Read::read_exact(&mut s, &mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200", "the stalled backups are served");
+            s
+        })
+        .collect();
+    let dir = c.dir();
+    poll(Duration::from_secs(30), "a third backup refused", || {
+        (save_backup(node, "", &dir.join("refused.rxb")) == 503).then_some(())
+    });
+    node.put("during-stall", "yes").expect("writes go on");
+    poll(Duration::from_secs(90), "a backup served again", || {
+        (save_backup(node, "", &dir.join("served.rxb")) == 200).then_some(())
+    });
+    let status = backup_status(dir, &dir.join("served.rxb"));
+    assert!(status["keys"].as_u64().unwrap() >= 41, "{status}");
+    drop(stalled);
+}
