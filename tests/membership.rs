@@ -96,7 +96,8 @@ fn snapshots_compact_the_log_and_restart_restores_state() {
 }
 
 // Intent: a follower stopped while many writes went in (and the log was compacted past it)
-// catches up by snapshot after it restarts.
+// catches up by snapshot after it restarts; killed again afterwards, it restarts from the
+// received snapshot's mark (and the log reset in its batch) with every key and keeps up.
 #[test]
 fn stopped_follower_catches_up_by_snapshot() {
     let mut c = Cluster::start(3, SMALL_SNAPSHOTS);
@@ -115,6 +116,12 @@ fn stopped_follower_catches_up_by_snapshot() {
         "the follower caught up without a snapshot"
     );
     assert_keys(&c, lagging, "b", 200);
+    c.node_mut(lagging).kill();
+    c.node_mut(lagging).start();
+    write_keys(&c, leader, "c", 20);
+    c.wait_converged();
+    assert_keys(&c, lagging, "b", 200);
+    assert_keys(&c, lagging, "c", 20);
 }
 
 // Intent: raftexample's `POST /<id>` then `--join`: a node added after compaction catches up by
