@@ -21,6 +21,11 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9121";
 /// Longest `--dial-timeout` and `--command-timeout` (a bound, so that deadlines never
 /// overflow).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// `--command-timeout` when it is not given.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--command-timeout` of `snapshot save` when it is not given: the member waits up to about
+/// this long for the backup's snapshot (`engine::backup`).
+pub const DEFAULT_SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The environment variable with the default endpoints (comma-separated).
 pub const ENDPOINTS_ENV: &str = "RAFTEXAMPLE_ENDPOINTS";
 
@@ -44,9 +49,10 @@ struct Cli {
     /// Longest wait for one connection (TCP and TLS).
     #[arg(long, global = true, default_value = "2s", value_parser = check::parse_duration)]
     dial_timeout: Duration,
-    /// Deadline of the whole command, retries included.
-    #[arg(long, global = true, default_value = "5s", value_parser = check::parse_duration)]
-    command_timeout: Duration,
+    /// Deadline of the whole command, retries included [default: 5s; for `snapshot save`, the
+    /// wait for the answer and for each gap in it, 2m].
+    #[arg(long, global = true, value_parser = check::parse_duration)]
+    command_timeout: Option<Duration>,
     /// CA certificates (PEM) that https:// endpoints' certificates must chain to.
     #[arg(long, global = true, value_name = "FILE")]
     cacert: Option<PathBuf>,
@@ -244,11 +250,25 @@ pub fn parse(args: &[OsString]) -> Result<Parsed> {
         }
         Err(e) => return Err(invalid(parse_error_sentence(&e))),
     };
+    // A backup's answer waits for a fresh snapshot, which a busy member builds at idle
+    // priority (seconds at 1M keys): without the flag, `snapshot save` waits up to the
+    // member's own bound on that, as etcdctl's has no short default either.
+    let save = matches!(
+        cli.command,
+        Command::Snapshot {
+            command: SnapshotCommand::Save { .. }
+        }
+    );
+    let command_timeout = cli.command_timeout.unwrap_or(if save {
+        DEFAULT_SAVE_TIMEOUT
+    } else {
+        DEFAULT_COMMAND_TIMEOUT
+    });
     let env = std::env::var(ENDPOINTS_ENV).ok();
     let endpoints = endpoints(cli.endpoints.as_deref(), env.as_deref())?;
     for (flag, d) in [
         ("--dial-timeout", cli.dial_timeout),
-        ("--command-timeout", cli.command_timeout),
+        ("--command-timeout", command_timeout),
     ] {
         if d.is_zero() || d > MAX_TIMEOUT {
             return Err(invalid(format!(
@@ -272,7 +292,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed> {
         endpoints,
         format: cli.write_out,
         dial_timeout: cli.dial_timeout,
-        command_timeout: cli.command_timeout,
+        command_timeout,
         tls,
         command: cli.command,
     }))
@@ -383,6 +403,22 @@ mod tests {
         assert_eq!(s.endpoints.len(), 2);
         assert_eq!(s.command_timeout, Duration::from_secs(1));
         assert!(matches!(s.command, Command::Get { .. }));
+    }
+
+    #[test]
+    fn snapshot_save_waits_longer_unless_told() {
+        // Intent: without --command-timeout a command has 5 s, but `snapshot save` waits up to
+        // 2 min (its answer waits for a fresh snapshot); a --command-timeout given is obeyed.
+        let timeout = |args: &[&str]| match parse_strs(args) {
+            Ok(Parsed::Run(s)) => s.command_timeout,
+            _ => panic!("did not parse: {args:?}"),
+        };
+        assert_eq!(timeout(&["get", "k"]), DEFAULT_COMMAND_TIMEOUT);
+        assert_eq!(timeout(&["snapshot", "save", "f"]), DEFAULT_SAVE_TIMEOUT);
+        assert_eq!(
+            timeout(&["snapshot", "save", "f", "--command-timeout", "3s"]),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

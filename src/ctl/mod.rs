@@ -30,7 +30,8 @@
 //!   (known not applied). After a 504, a timeout or a connection lost once the request was
 //!   sent, the outcome is unknown: ctl stops at once and says the write may or may not have
 //!   been applied. It never sends such a write again.
-//! - Every command has a deadline (`--command-timeout`); every connection attempt has
+//! - Every command has a deadline (`--command-timeout`: 5 s unless given, 2 min for
+//!   `snapshot save`, whose answer waits for a fresh snapshot); every connection attempt has
 //!   `--dial-timeout`. A read attempt gets at most half the command timeout, so that one
 //!   endpoint that hangs leaves time for the others.
 //! - Streams (`snapshot save`, `watch`) follow the read rules until their answer starts; the
