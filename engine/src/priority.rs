@@ -69,13 +69,19 @@ impl JobThread {
     }
 
     /// Moves the registered thread from `SCHED_IDLE` to normal scheduling at nice
-    /// [`BACKGROUND_NICE`]. `Ok(false)` when no thread is registered.
+    /// [`BACKGROUND_NICE`]. `Ok(false)` when no thread is registered, or when it is
+    /// registering or leaving right now (the caller tries again later): the lock is only
+    /// tried, so the raft thread never waits for an idle thread that holds it.
     ///
     /// # Errors
     /// The kernel's refusal: an unprivileged process may leave `SCHED_IDLE` only within its
     /// `RLIMIT_NICE` (systemd's `LimitNICE=`), so EPERM is likely without it.
     pub fn raise(&self) -> std::io::Result<bool> {
-        let tid = self.tid.lock().unwrap_or_else(|e| e.into_inner());
+        let tid = match self.tid.try_lock() {
+            Ok(tid) => tid,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
         let Some(tid) = *tid else {
             return Ok(false);
         };
