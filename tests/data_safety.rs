@@ -356,28 +356,24 @@ fn a_nospace_alarm_refuses_writes_everywhere_and_a_full_member_lags_without_cras
 
     // Below the reserve: the alarm, on every member.
     fill_leaving(&disk, 5 * 1024 * 1024);
-    let refusal = support::poll(
-        Duration::from_secs(20),
-        "a PUT refused by the alarm",
-        || {
-            let r = c.node(1).put("grow", "v").ok()?;
-            (r.status == 507).then(|| r.text())
-        },
-    );
+    // Each member refuses once it has applied the alarm: a follower may apply it a
+    // heartbeat after the leader.
+    let refused_on = |id: u64| {
+        support::poll(
+            Duration::from_secs(20),
+            &format!("a PUT refused by the alarm on node {id}"),
+            || {
+                let r = c.node(id).put("grow", "v").ok()?;
+                (r.status == 507).then(|| r.text())
+            },
+        )
+    };
+    let refusal = refused_on(1);
     assert!(
         refusal.contains("NOSPACE") && refusal.contains("[3]"),
         "{refusal}"
     );
-    // Each member refuses once it has applied the alarm: a follower may apply it a
-    // heartbeat after the leader.
-    let refusal = support::poll(
-        Duration::from_secs(20),
-        "a PUT refused by the alarm on node 2",
-        || {
-            let r = c.node(2).put("grow", "v").ok()?;
-            (r.status == 507).then(|| r.text())
-        },
-    );
+    let refusal = refused_on(2);
     assert!(refusal.contains("NOSPACE"), "{refusal}");
     let health = c.node(1).req("GET", "/health", b"").unwrap();
     assert_eq!(health.status, 503);

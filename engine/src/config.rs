@@ -404,10 +404,6 @@ impl Config {
     }
 }
 
-/// Checks that `url` is `http://host:port` (an optional trailing `/` was already trimmed).
-///
-/// # Errors
-/// A sentence naming the URL and the expected shape.
 /// FNV-1a (64-bit) of `bytes`: the hash every member computes alike for cluster IDs.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
@@ -415,6 +411,10 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Checks that `url` is `http://host:port` (an optional trailing `/` was already trimmed).
+///
+/// # Errors
+/// A sentence naming the URL and the expected shape.
 pub fn parse_peer_url(url: &str) -> Result<(String, u16), ConfigError> {
     let shape = || {
         bad(format!(

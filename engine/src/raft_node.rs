@@ -441,6 +441,7 @@ impl RaftNode {
                 self.promote_ready_learners();
                 self.periodic_digest_check(now);
                 self.report_own_divergence(now);
+                self.raise_starved_snapshot(now);
             }
             self.issue_reads();
             self.publish_leader();
@@ -1606,13 +1607,7 @@ impl RaftNode {
         // index, across a job already running, a failed one, or a received snapshot.
         self.answer_snapshot_waiters(self.snapshot_index);
         let wanted = self.raw.store().take_snapshot_wanted() || !self.snapshot_waiters.is_empty();
-        if let Some(started) = self.snapshot_started {
-            if !self.snapshot_raised && started.elapsed() >= SNAPSHOT_STARVED_AFTER {
-                self.raise_snapshot_job();
-            }
-            return;
-        }
-        if self.sent_index <= self.snapshot_index {
+        if self.snapshot_started.is_some() || self.sent_index <= self.snapshot_index {
             return;
         }
         // By count, but also only once the entries since are a fair share of the image: a
@@ -1669,8 +1664,15 @@ impl RaftNode {
 
     /// A snapshot job still running after [`SNAPSHOT_STARVED_AFTER`] is starved at idle
     /// priority by a saturated host (`priority`): it goes on at nice 10, so that the log, the
-    /// WAL and memory stop growing. Tried again until the job's thread has registered.
-    fn raise_snapshot_job(&mut self) {
+    /// WAL and memory stop growing. Checked on ticks; tried again until the job's thread has
+    /// registered.
+    fn raise_starved_snapshot(&mut self, now: Instant) {
+        let starved = self
+            .snapshot_started
+            .is_some_and(|started| now.duration_since(started) >= SNAPSHOT_STARVED_AFTER);
+        if !starved || self.snapshot_raised {
+            return;
+        }
         match self.snapshot_thread.raise() {
             Ok(false) => {} // an image job not yet handed to its thread
             Ok(true) => {

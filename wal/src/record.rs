@@ -60,6 +60,8 @@ pub(crate) fn record_bytes(payload_len: usize) -> usize {
 pub(crate) const COMMIT_RECORD_BYTES: usize = HEADER_BYTES + COMMIT_BYTES;
 /// Bytes of a hard state record.
 pub(crate) const HARD_STATE_RECORD_BYTES: usize = HEADER_BYTES + HARD_STATE_BYTES;
+/// Bytes of a log reset record.
+pub(crate) const LOG_RESET_RECORD_BYTES: usize = HEADER_BYTES + RESET_BYTES;
 
 /// Payload bytes of the record holding `entry`.
 pub(crate) fn entry_payload_len(entry: &Entry) -> usize {

@@ -326,7 +326,11 @@ impl Wal {
         let conf_state = record::encode_conf_state(&mark.conf_state)?;
         let len = 16 + conf_state.len();
         self.check_record_len(len)?;
-        let reset_bytes = if reset { record::record_bytes(16) } else { 0 };
+        let reset_bytes = if reset {
+            record::LOG_RESET_RECORD_BYTES
+        } else {
+            0
+        };
         let needed = (reset_bytes + record::record_bytes(len) + COMMIT_RECORD_BYTES) as u64;
         self.make_room(needed)?;
         let mut enc = Encoder::new(
