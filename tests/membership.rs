@@ -106,7 +106,10 @@ fn stopped_follower_catches_up_by_snapshot() {
     write_keys(&c, leader, "a", 10);
     c.node_mut(lagging).kill();
     write_keys(&c, leader, "b", 200);
-    assert!(snapshot_index(&c, leader) > 100);
+    // The snapshot is built in the background, after the writes that make it due.
+    poll(Duration::from_secs(10), "a snapshot past index 100", || {
+        (snapshot_index(&c, leader) > 100).then_some(())
+    });
     c.node_mut(lagging).start();
     c.wait_converged();
     assert!(

@@ -49,7 +49,7 @@ pub struct ApplyWorker<S: StateMachine> {
     /// Publishes the applied index.
     pub applied_tx: watch::Sender<u64>,
     /// Where snapshot images go.
-    pub reports: crossbeam_channel::Sender<Report>,
+    pub reports: crate::protocol::Reports,
     /// Log.
     pub logger: Logger,
     /// Index and term of the last applied entry.

@@ -146,7 +146,7 @@ pub struct Proposed<O> {
 }
 
 struct Shared<O> {
-    inbox: crossbeam_channel::Sender<Msg>,
+    inbox: crate::protocol::Inbox,
     ids: RequestIds,
     commands: Arc<Waiters<CommandOutcome<O>>>,
     changes: Arc<Waiters<ChangeOutcome>>,
@@ -172,7 +172,7 @@ impl<O> Clone for Handle<O> {
 
 /// What a handle is made of (see `node.rs`).
 pub(crate) struct HandleParts<O> {
-    pub inbox: crossbeam_channel::Sender<Msg>,
+    pub inbox: crate::protocol::Inbox,
     pub commands: Arc<Waiters<CommandOutcome<O>>>,
     pub changes: Arc<Waiters<ChangeOutcome>>,
     pub applied: watch::Receiver<u64>,
@@ -451,11 +451,11 @@ impl<O: Send + 'static> Handle<O> {
     /// timeout), then the WAL is synced and the threads end. Returns at once; `Node::wait`
     /// tells when it is done.
     pub fn shutdown(&self) {
-        if let Err(crossbeam_channel::TrySendError::Full(msg)) =
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(msg)) =
             self.shared.inbox.try_send(Msg::Shutdown)
         {
             let inbox = self.shared.inbox.clone();
-            std::thread::spawn(move || inbox.send(msg));
+            std::thread::spawn(move || inbox.blocking_send(msg));
         }
     }
 
@@ -489,10 +489,10 @@ impl<O: Send + 'static> Handle<O> {
         let (tx, rx) = oneshot::channel();
         match self.shared.inbox.try_send(make(tx)) {
             Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 return Asked::NotSent(NotApplied::Overloaded)
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
                 return Asked::NotSent(NotApplied::ShuttingDown)
             }
         }

@@ -118,7 +118,6 @@ pub struct Node<O> {
     exit_rx: oneshot::Receiver<Exit>,
     threads: Vec<std::thread::JoinHandle<()>>,
     peer_stop: watch::Sender<bool>,
-    peer_server: tokio::task::JoinHandle<()>,
     client_connections: usize,
     logger: Logger,
     tls: TlsReloader,
@@ -171,8 +170,40 @@ impl TlsReloader {
     }
 }
 
+/// The raft thread's own tokio runtime (current-thread): the raft loop, the peer server and the
+/// transport's sender tasks all run on that one thread, so a peer request reaches the loop,
+/// and the loop's messages reach their sockets, without waking another thread. Dropped without
+/// waiting: a start that fails before the raft thread drives it drops it inside the caller's
+/// runtime, where waiting is not allowed.
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn new() -> Result<RaftRuntime, StartError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("raft-blocking")
+            .build()
+            .map(|rt| RaftRuntime(Some(rt)))
+            .map_err(|e| fail(format!("cannot start the raft thread's runtime: {e}")))
+    }
+
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime is only taken on drop")
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Starts a node of `config` around `machine`. MUST be called inside a multi-threaded tokio
-/// runtime; the raft and apply threads are OS threads of their own.
+/// runtime (the client side: [`Handle`]'s callers); the raft thread runs a runtime of its own
+/// (the raft loop, the peer server, the transport), and the apply thread is a plain OS
+/// thread.
 ///
 /// # Errors
 /// [`StartError`]: one sentence naming what is wrong (a taken port, another node's data dir,
@@ -250,8 +281,9 @@ pub async fn start<S: StateMachine>(
         applied_index,
     )?;
 
-    let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_BOUND);
-    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(INBOX_BOUND);
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let raft_runtime = RaftRuntime::new()?;
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let commands = Arc::new(Waiters::default());
     let changes = Arc::new(Waiters::default());
@@ -296,7 +328,7 @@ pub async fn start<S: StateMachine>(
         peer_client,
     )));
     let transport = Transport::new(
-        tokio::runtime::Handle::current(),
+        raft_runtime.get().handle().clone(),
         crate::transport::Sender {
             cluster_id: recovered.cluster_id,
             id: config.id,
@@ -342,14 +374,18 @@ pub async fn start<S: StateMachine>(
         logger: logger.new(slog::o!("part" => "raft")),
     });
     let (exit_tx, exit_rx) = oneshot::channel();
-    let raft_thread = spawn_thread("raft", move || {
-        let _ = exit_tx.send(node.serve_channels(inbox_rx, report_rx));
-    })?;
-
     let (peer_stop, peer_stop_rx) = watch::channel(false);
     let join_gate = gate.clone();
     let peer_logger = logger.new(slog::o!("part" => "peer-server"));
-    let peer_server = tokio::spawn(crate::http::serve(
+    // The listener moves to the raft thread's runtime, which serves the peer port.
+    let peer_listener = peer_listener
+        .into_std()
+        .and_then(|l| {
+            let _in_raft_runtime = raft_runtime.get().enter();
+            TcpListener::from_std(l)
+        })
+        .map_err(|e| fail(format!("cannot listen for peers: {e}")))?;
+    let peer_server = raft_runtime.get().spawn(crate::http::serve(
         peer_listener,
         max_peers,
         peer_tls.as_ref().map(|t| t.acceptor.clone()),
@@ -357,6 +393,14 @@ pub async fn start<S: StateMachine>(
         peer_stop_rx,
         peer_logger,
     ));
+    let raft_thread = spawn_thread("raft", move || {
+        raft_runtime.get().block_on(async move {
+            let _ = exit_tx.send(node.serve(inbox_rx, report_rx).await);
+            // Peers are still answered (a removed node's 410s, a stopping one's 503s) until
+            // `Node::wait` stops the peer server, which runs on this thread.
+            let _ = peer_server.await;
+        });
+    })?;
     if peer_tls.as_ref().is_none_or(|t| !t.policy.require_cert) {
         warn!(logger, "the peer port is not authenticated (no --peer-client-cert-auth): anyone who can reach it can act as a member";
             "peers" => %config.peer_addr);
@@ -387,7 +431,6 @@ pub async fn start<S: StateMachine>(
         exit_rx,
         threads: vec![raft_thread, apply_thread],
         peer_stop,
-        peer_server,
         client_connections: max_clients,
         tls: TlsReloader {
             peer: peer_tls.map(|t| (t, peer_http)),
@@ -417,7 +460,7 @@ impl<O: Send + 'static> Node<O> {
     }
 
     /// Resolves once the node stopped (after [`Handle::shutdown`], or because it was
-    /// removed): the threads are joined and the peer server is stopped.
+    /// removed): the peer server is stopped and the threads are joined.
     ///
     /// # Errors
     /// [`StartError`] when the raft thread died without its exit report (a panic aborts the
@@ -427,6 +470,8 @@ impl<O: Send + 'static> Node<O> {
         let exit = (&mut self.exit_rx)
             .await
             .map_err(|_| fail("the raft thread died"))?;
+        // The raft thread ends once the peer server it runs has drained.
+        let _ = self.peer_stop.send(true);
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -434,8 +479,6 @@ impl<O: Send + 'static> Node<O> {
             }
         })
         .await;
-        let _ = self.peer_stop.send(true);
-        let _ = (&mut self.peer_server).await;
         info!(self.logger, "stopped"; "reason" => format!("{exit:?}"));
         if exit == Exit::Superseded {
             return Err(fail(

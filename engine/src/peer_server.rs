@@ -210,7 +210,7 @@ pub struct PeerGate {
     dropped: AtomicU64,
     refused: [AtomicU64; Refused::ALL.len()],
     duplicate_reads: AtomicU64,
-    inbox: crossbeam_channel::Sender<Msg>,
+    inbox: crate::protocol::Inbox,
     validate: ValidateImage,
     disk: Arc<crate::disk::DiskSpace>,
     /// Where received snapshots are staged before raft sees them.
@@ -237,7 +237,7 @@ impl PeerGate {
     pub fn new(
         cluster_id: u64,
         self_id: u64,
-        inbox: crossbeam_channel::Sender<Msg>,
+        inbox: crate::protocol::Inbox,
         validate: ValidateImage,
         disk: Arc<crate::disk::DiskSpace>,
         snapshots: snap::Snapshotter,
@@ -782,11 +782,11 @@ async fn receive(
     }
     match gate.inbox.try_send(Msg::Raft(msgs)) {
         Ok(()) => text(StatusCode::NO_CONTENT, ""),
-        Err(crossbeam_channel::TrySendError::Full(_)) => {
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             gate.dropped.fetch_add(1, Ordering::Relaxed);
             text(StatusCode::SERVICE_UNAVAILABLE, "inbox full: retry later")
         }
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => text(
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is shutting down",
         ),
@@ -887,14 +887,14 @@ async fn receive_snapshot(gate: &Arc<PeerGate>, req: Request<Incoming>) -> Resul
         .try_send(Msg::StagedSnapshot(Box::new(msg), staged))
     {
         Ok(()) => Ok(text(StatusCode::NO_CONTENT, "")),
-        Err(crossbeam_channel::TrySendError::Full(_)) => {
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             gate.dropped.fetch_add(1, Ordering::Relaxed);
             Err(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "inbox full: retry later",
             ))
         }
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(text(
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is shutting down",
         )),

@@ -12,6 +12,15 @@ use tokio::sync::oneshot;
 
 use crate::membership::Member;
 
+/// Where the raft thread's [`Msg`]s go: bounded ([`crate::node`]'s `INBOX_BOUND`), and only
+/// ever `try_send`: a full inbox is an answer (503), never a wait. A tokio channel, because
+/// the raft loop is a task of the raft thread's own runtime (see ARCHITECTURE's channel map):
+/// a send from that runtime's own tasks (the peer server) wakes it without a system call.
+pub type Inbox = tokio::sync::mpsc::Sender<Msg>;
+/// Where [`Report`]s go: unbounded by construction (at most one per in-flight peer request,
+/// snapshot or image request), so sending never blocks, from any thread.
+pub type Reports = tokio::sync::mpsc::UnboundedSender<Report>;
+
 /// Why a request was not proposed (every variant means: nothing was applied).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -169,7 +169,7 @@ pub struct Parts {
     /// Configuration.
     pub config: Arc<Config>,
     /// Feeds `Report`s back to this thread (cloned into snapshot jobs).
-    pub reports: crossbeam_channel::Sender<Report>,
+    pub reports: crate::protocol::Reports,
     /// Publishes events and the node state.
     pub hub: EventHub,
     /// `Some` when the application merges snapshots (else the apply thread images them).
@@ -199,7 +199,7 @@ pub struct RaftNode {
     snapshot_index: u64,
     /// Last committed index handed to the apply thread.
     sent_index: u64,
-    reports: crossbeam_channel::Sender<Report>,
+    reports: crate::protocol::Reports,
     hub: EventHub,
     plan_merge: Option<PlanMerge>,
     /// (role, leader, term) last published.
@@ -391,32 +391,34 @@ impl RaftNode {
         node
     }
 
-    /// The loop. Returns when asked to stop or when this node was removed.
-    pub fn serve_channels(
+    /// The loop, the main task of the raft thread's runtime (which also runs this node's peer
+    /// server and transport: see ARCHITECTURE's channel map). Everything in a turn is
+    /// synchronous, fsyncs included; the loop gives way to the runtime's other tasks once per
+    /// turn and between a Ready's messages and its fsync (`on_ready`). Returns when asked to
+    /// stop or when this node was removed.
+    pub async fn serve(
         mut self,
-        inbox: crossbeam_channel::Receiver<Msg>,
-        reports: crossbeam_channel::Receiver<Report>,
+        mut inbox: tokio::sync::mpsc::Receiver<Msg>,
+        mut reports: tokio::sync::mpsc::UnboundedReceiver<Report>,
     ) -> Exit {
         let tick = self.config.tick_interval;
         let mut next_tick = Instant::now() + tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(inbox) -> msg => match msg {
+            tokio::select! {
+                msg = inbox.recv() => match msg {
+                    Some(msg) => self.handle_msg(msg),
+                    None => self.begin_stop(),
+                },
+                Some(report) = reports.recv() => self.handle_report(report),
+                _ = tokio::time::sleep_until(next_tick.into()) => {},
+            }
+            for _ in 0..MAX_DRAIN {
+                match inbox.try_recv() {
                     Ok(msg) => self.handle_msg(msg),
-                    Err(_) => self.begin_stop(),
-                },
-                recv(reports) -> report => {
-                    if let Ok(report) = report {
-                        self.handle_report(report);
-                    }
-                },
-                default(wait) => {},
+                    Err(_) => break,
+                }
             }
-            for msg in inbox.try_iter().take(MAX_DRAIN) {
-                self.handle_msg(msg);
-            }
-            for report in reports.try_iter() {
+            while let Ok(report) = reports.try_recv() {
                 self.handle_report(report);
             }
             self.release_stranded();
@@ -446,7 +448,7 @@ impl RaftNode {
             self.issue_reads();
             self.publish_leader();
             if self.raw.has_ready() {
-                self.on_ready();
+                self.on_ready().await;
             }
             // A staged snapshot raft did not take (stale, or not for us) is discarded.
             self.staged = None;
@@ -466,6 +468,9 @@ impl RaftNode {
                 self.finish();
                 return Exit::Shutdown;
             }
+            // The peer requests, answers and sends of this turn (tasks of this runtime) run
+            // now, whatever is waiting in the inbox.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -1155,14 +1160,21 @@ impl RaftNode {
         }
     }
 
-    fn on_ready(&mut self) {
+    async fn on_ready(&mut self) {
         let mut rd = self.raw.ready();
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone());
         }
-        self.transport.send(rd.take_messages());
+        let messages = rd.take_messages();
+        let early = !messages.is_empty();
+        self.transport.send(messages);
         let hard_state = rd.hs().cloned();
         if hard_state.is_some() || !rd.entries().is_empty() {
+            if early {
+                // A leader's appends leave before its fsync (the sender tasks run on this
+                // thread, so they must get the chance): the followers' fsyncs overlap ours.
+                tokio::task::yield_now().await;
+            }
             if let Err(e) = self
                 .wal
                 .save(hard_state.as_ref(), rd.entries(), rd.must_sync())

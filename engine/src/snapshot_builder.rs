@@ -71,7 +71,7 @@ pub struct JobContext {
     /// The snap directory.
     pub files: snap::Snapshotter,
     /// Where to report.
-    pub reports: crossbeam_channel::Sender<Report>,
+    pub reports: crate::protocol::Reports,
     /// Log.
     pub logger: Logger,
     /// CPU time the snapshot threads spent, in µs (their own clock, failed jobs included).

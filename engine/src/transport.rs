@@ -81,7 +81,7 @@ struct Shared {
     self_id: u64,
     /// [`HEADER_INCARNATION`]'s value.
     incarnation: String,
-    reports: crossbeam_channel::Sender<Report>,
+    reports: crate::protocol::Reports,
     logger: Logger,
     request_timeout: Duration,
     dropped: Arc<AtomicU64>,
@@ -123,7 +123,7 @@ impl Transport {
         request_timeout: Duration,
         files: snap::Snapshotter,
         client: Arc<std::sync::RwLock<HttpClient>>,
-        reports: crossbeam_channel::Sender<Report>,
+        reports: crate::protocol::Reports,
         logger: Logger,
     ) -> Transport {
         Transport {
