@@ -109,6 +109,7 @@ mod record;
 mod replay;
 mod scan;
 mod segment;
+mod spare;
 mod wal;
 
 use std::path::PathBuf;

@@ -87,8 +87,10 @@ pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes segment (`seq`, `first_index`) holding `head` and preallocated to `capacity_bytes`:
-/// temp file, write, preallocate, fsync, rename, directory fsync. Returns it open for writing.
+/// Makes segment (`seq`, `first_index`) holding `head` with room for `capacity_bytes`: in a
+/// zero-filled `spare` of at least that size when one is given (head written, data synced), else
+/// in a temp file (head written, preallocated, synced); then renamed, then the directory fsynced.
+/// Returns it open for writing.
 ///
 /// # Errors
 /// [`Error::Io`] on any failure; the segment may then exist only as a temp file.
@@ -98,25 +100,45 @@ pub(crate) fn create(
     first_index: u64,
     head: &[u8],
     capacity_bytes: u64,
+    spare: Option<crate::spare::Spare>,
 ) -> Result<(File, PathBuf)> {
     let path = dir.join(segment_name(seq, first_index));
-    let temp = dir.join(format!("{}.tmp", segment_name(seq, first_index)));
+    let (file, temp) = match spare {
+        Some(spare) => (Some(spare.file), spare.path),
+        None => (
+            None,
+            dir.join(format!("{}.tmp", segment_name(seq, first_index))),
+        ),
+    };
     let ctx = |what: &'static str| {
         let temp = temp.clone();
         io_err(move || format!("{what} {}", temp.display()))
     };
-    if temp.exists() {
-        fs::remove_file(&temp).map_err(ctx("removing stale"))?;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .map_err(ctx("creating"))?;
-    file.write_all_at(head, 0).map_err(ctx("writing head of"))?;
-    preallocate(&file, capacity_bytes.max(head.len() as u64)).map_err(ctx("preallocating"))?;
-    file.sync_all().map_err(ctx("syncing"))?;
+    let file = match file {
+        Some(zeroed) => {
+            zeroed
+                .write_all_at(head, 0)
+                .map_err(ctx("writing head of"))?;
+            zeroed.sync_data().map_err(ctx("syncing"))?;
+            zeroed
+        }
+        None => {
+            if temp.exists() {
+                fs::remove_file(&temp).map_err(ctx("removing stale"))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(ctx("creating"))?;
+            file.write_all_at(head, 0).map_err(ctx("writing head of"))?;
+            preallocate(&file, capacity_bytes.max(head.len() as u64))
+                .map_err(ctx("preallocating"))?;
+            file.sync_all().map_err(ctx("syncing"))?;
+            file
+        }
+    };
     fs::rename(&temp, &path).map_err(ctx("renaming"))?;
     sync_dir(dir)?;
     Ok((file, path))

@@ -18,6 +18,7 @@ use crate::record::{self, Encoder, SegmentSeed, COMMIT_RECORD_BYTES, HARD_STATE_
 use crate::replay::ReplayState;
 use crate::scan::{self, Damage, SegmentEnd, SegmentInput, Tail};
 use crate::segment::{self, SegmentFile};
+use crate::spare::Spares;
 use crate::{Metadata, Options, Replay, SnapshotMark, TailRepair};
 
 /// An open write-ahead log. See the crate docs for the format and the recovery procedure.
@@ -41,6 +42,8 @@ pub struct Wal {
     unsynced: bool,
     poisoned: bool,
     tail_repair: Option<TailRepair>,
+    /// The next segment's zero-filled file, made in the background (`spare.rs`).
+    spares: Spares,
 }
 
 /// The segment being appended to.
@@ -117,7 +120,8 @@ impl Wal {
             hard_state: &HardState::default(),
             mark: None,
         };
-        let (active, chain) = new_segment(dir, &options, &head, 0)?;
+        let mut spares = Spares::default();
+        let (active, chain) = new_segment(dir, &options, &head, 0, &mut spares)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
             metadata,
@@ -131,6 +135,7 @@ impl Wal {
             unsynced: false,
             poisoned: false,
             tail_repair: None,
+            spares,
             options,
         })
     }
@@ -224,6 +229,7 @@ impl Wal {
             unsynced: false,
             poisoned: false,
             tail_repair,
+            spares: Spares::default(),
             options,
         };
         Ok((wal, replay))
@@ -513,7 +519,8 @@ impl Wal {
             hard_state: &self.hard_state,
             mark: self.latest_mark.as_ref(),
         };
-        let (active, chain) = new_segment(&self.dir, &self.options, &head, needed)?;
+        let (active, chain) =
+            new_segment(&self.dir, &self.options, &head, needed, &mut self.spares)?;
         let old = std::mem::replace(&mut self.active, active);
         self.closed.push(Closed {
             path: old.path,
@@ -534,6 +541,12 @@ impl Wal {
         self.poison_on_err(result)?;
         self.active.offset += self.buf.len() as u64;
         self.chain = chain;
+        // The next segment's spare is made once this one is half full: only a log that grows
+        // makes one, and it has half a segment's time to be ready.
+        if self.active.offset * 2 >= self.active.capacity {
+            self.spares
+                .prepare(&self.dir, self.options.segment_size_bytes);
+        }
         self.unsynced = true;
         if sync {
             self.sync()?;
@@ -553,13 +566,14 @@ struct SegmentHead<'a> {
     mark: Option<&'a SnapshotMark>,
 }
 
-/// Creates the segment described by `head` with room for `needed` bytes after the head, locks
-/// it, and returns it with the chain value after its head batch.
+/// Creates the segment described by `head` with room for `needed` bytes after the head (in a
+/// spare if one is ready), locks it, and returns it with the chain value after its head batch.
 fn new_segment(
     dir: &Path,
     options: &Options,
     head: &SegmentHead<'_>,
     needed: u64,
+    spares: &mut Spares,
 ) -> Result<(Active, u32)> {
     let mut bytes = Vec::new();
     let mut enc = Encoder::new(&mut bytes, 0, head.seed, options.max_record_bytes);
@@ -576,7 +590,8 @@ fn new_segment(
     enc.commit(head.seq, head.seed);
     let chain = enc.chain();
     let capacity = options.segment_size_bytes.max(bytes.len() as u64 + needed);
-    let (file, path) = segment::create(dir, head.seq, head.first_index, &bytes, capacity)?;
+    let spare = spares.take(capacity);
+    let (file, path) = segment::create(dir, head.seq, head.first_index, &bytes, capacity, spare)?;
     lock(&file, &path)?;
     let active = Active {
         file,
