@@ -10,6 +10,7 @@
 //! - `scan.rs`: pure scan of one segment's bytes into batches, and the torn-tail decision;
 //! - `replay.rs`: folding batches into metadata, hard state, marks and entries;
 //! - `segment.rs`: segment files: names, atomic creation, preallocation, repair;
+//! - `spare.rs`: the next segment's zero-filled file, made in the background;
 //! - `wal.rs`: the [`Wal`] handle;
 //! - `error.rs`: [`Error`].
 //!
@@ -17,7 +18,10 @@
 //! A directory of segments `{seq:016x}-{index:016x}.wal`: `seq` counts from 0 without holes;
 //! `index` is the raft index expected next when the segment was made. Each segment is
 //! preallocated to [`Options::segment_size_bytes`] (so `fdatasync` need not flush a size
-//! change) and made as `<name>.tmp`, synced, renamed, then the directory is fsynced.
+//! change) and made as `<name>.tmp`, synced, renamed, then the directory is fsynced. Once the
+//! active segment is half full, the next one's file is written full of zeros in the background
+//! (`spare.rs`: `spare-<pid>-<n>.wal.tmp`): a segment made from it has no unwritten extents, so
+//! an append's `fdatasync` writes no metadata.
 //! A torn tail that recovery cut off is kept as `<name>.broken` (or `<name>.N.broken`).
 //!
 //! # Format
