@@ -153,7 +153,7 @@ fn tail(log: &str, n: usize) -> String {
 }
 
 // Intent: no well-formed peer message, whatever its type, term, indexes, commit or entries,
-// and from whichever member ID, crashes or wedges a node. Tens of thousands of them arrive,
+// and from whichever member ID, sent as a batch or in a stream, crashes or wedges a node. Tens of thousands of them arrive,
 // interleaved with client writes; afterwards no node has panicked or exited, once the fuzzing
 // stops the cluster elects a leader and serves linearizable writes and reads within a few
 // election timeouts, and a divergence check reports exactly the members whose state the
@@ -224,10 +224,18 @@ fn random_well_formed_peer_messages_never_crash_or_wedge_a_node() {
             let msgs: Vec<Message> = (0..n)
                 .map(|_| message(&mut rng, from, to, term, last))
                 .collect();
-            let status =
-                support::post_raft_batch(peers[(to - 1) as usize], &cluster, from, to, &msgs)
-                    .map(|r| r.status)
-                    .unwrap_or(0);
+            // Every other batch goes as a stream (`POST /raft/stream`, what members send),
+            // split in two frames; the rest as `POST /raft` (what older members send).
+            let peer = peers[(to - 1) as usize];
+            let status = if batches % 2 == 0 {
+                support::post_raft_batch(peer, &cluster, from, to, &msgs)
+            } else {
+                let (a, b) = msgs.split_at(msgs.len() / 2);
+                let body = support::stream_frames(&[a, b]);
+                support::post_peer(peer, "/raft/stream", &cluster, from, to, &body)
+            }
+            .map(|r| r.status)
+            .unwrap_or(0);
             *statuses.entry(status).or_default() += 1;
             sent += n;
             batches += 1;

@@ -341,3 +341,64 @@ fn peer_messages_that_broke_raft_rs_assumptions_are_refused() {
         assert!(node.is_running(), "node {} died", node.id);
     }
 }
+
+// Intent: the peer stream route (`POST /raft/stream`, batches framed as `[len][batch]` in one
+// long body) refuses hostile input as `POST /raft` does, and changes nothing: another
+// cluster's headers (412, before any body), a frame length over the batch limit (413, never
+// allocated), a frame cut short or garbage in a frame (400). A stream left open in the middle
+// of a frame neither blocks the node's writes nor delays its stop: SIGTERM ends it at once.
+#[test]
+fn hostile_peer_streams_are_refused_and_an_open_one_never_delays_a_stop() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    let sender = (1..=3).find(|id| *id != leader && *id != target).unwrap();
+    c.put_eventually(leader, "before", "1");
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], c.node(target).peer_port));
+    let cluster = support::cluster_id_of(peer);
+    let stream = |cluster: &str, body: &[u8]| {
+        support::post_peer(peer, "/raft/stream", cluster, sender, target, body)
+            .unwrap()
+            .status
+    };
+    assert_eq!(stream("deadbeef", &[]), 412);
+    assert_eq!(stream(&cluster, &0xffff_fff0u32.to_le_bytes()), 413);
+    let mut short = 100u32.to_le_bytes().to_vec();
+    short.extend_from_slice(b"12345");
+    assert_eq!(stream(&cluster, &short), 400);
+    let mut garbage = 9u32.to_le_bytes().to_vec();
+    garbage.extend_from_slice(b"\xff\xff\xff\xffgarba");
+    assert_eq!(stream(&cluster, &garbage), 400);
+    // A spoofed sender inside a well-framed batch.
+    let spoof = message(MessageType::MsgHeartbeat, 99, target, 1);
+    let body = support::stream_frames(&[&[spoof]]);
+    assert_eq!(stream(&cluster, &body), 400);
+    let refused = c
+        .node(target)
+        .metric("raftexample_peer_refused_total")
+        .unwrap_or(0);
+    assert!(refused >= 4, "refusals were not counted: {refused}");
+    // Headers and half a frame, then nothing: the node goes on serving.
+    let mut open = TcpStream::connect(peer).unwrap();
+    let head = format!(
+        "POST /raft/stream HTTP/1.1\r\nHost: {peer}\r\nTransfer-Encoding: chunked\r\n\
+         X-Raft-Cluster-Id: {cluster}\r\nX-Raft-From: {sender}\r\nX-Raft-To: {target}\r\n\r\n\
+         4\r\n\x40\x00\x00\x00\r\n"
+    );
+    std::io::Write::write_all(&mut open, head.as_bytes()).unwrap();
+    c.put_eventually(target, "during", "2");
+    assert_eq!(c.node(target).get("before").unwrap().text(), "1");
+    let started = Instant::now();
+    let code = c.node_mut(target).terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        // The peer server's drain gives up after 3 s; the stream must end before that.
+        started.elapsed() < Duration::from_millis(2500),
+        "an open stream delayed the stop by {:?}",
+        started.elapsed()
+    );
+    drop(open);
+    c.node_mut(target).start();
+    c.put_eventually(target, "after", "3");
+    assert_eq!(c.node(target).get("during").unwrap().text(), "2");
+}

@@ -292,6 +292,7 @@ pub async fn start<S: StateMachine>(
         config.free_disk_reserve_bytes,
     );
     tokio::spawn(disk.clone().watch());
+    let (peer_stop, peer_stop_rx) = watch::channel(false);
     let gate = Arc::new(
         PeerGate::new(
             recovered.cluster_id,
@@ -304,7 +305,8 @@ pub async fn start<S: StateMachine>(
         .with_peer_policy(
             peer_tls.as_ref().map(|t| t.policy.clone()),
             config.cluster.clone(),
-        ),
+        )
+        .with_stop(peer_stop_rx.clone()),
     );
     let raw = RawNode::new(
         &raft_config(&config, applied_index),
@@ -374,7 +376,6 @@ pub async fn start<S: StateMachine>(
         logger: logger.new(slog::o!("part" => "raft")),
     });
     let (exit_tx, exit_rx) = oneshot::channel();
-    let (peer_stop, peer_stop_rx) = watch::channel(false);
     let join_gate = gate.clone();
     let peer_logger = logger.new(slog::o!("part" => "peer-server"));
     // The listener moves to the raft thread's runtime, which serves the peer port.

@@ -3,6 +3,11 @@
 //! Routes (on this node's `--cluster` URL):
 //! - `POST /raft`: a batch (see `transport.rs` for the wire format), at most
 //!   [`MAX_BATCH_BODY_BYTES`];
+//! - `POST /raft/stream`: batches for as long as the sender keeps the body open, each framed
+//!   as `[len u32 LE][batch]` (at most [`MAX_BATCH_BODY_BYTES`] each), checked one by one as
+//!   `POST /raft` checks its body (and the headers again before each); the answer comes when
+//!   the stream ends: 204 (ended by the sender, or idle for 30 s), else the refusal that
+//!   ended it;
 //! - `POST /raft/snapshot`: one `MsgSnapshot` as `[len u32 LE][message without its data][data]`
 //!   with a `Content-Length`. At most one is received at a time, only from the member this
 //!   node follows, in its current term; its data (at most [`MAX_SNAPSHOT_BYTES`], and never
@@ -65,6 +70,9 @@ const INLINE_DECODE_BYTES: usize = 1024 * 1024;
 const BATCH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the next chunk of a snapshot body.
 const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the next batch of a stream (a leader's stream carries a heartbeat every
+/// tick; a stream with nothing to say ends, and the sender's next message opens another).
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks of a snapshot body buffered between the connection and the file writer.
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 8;
 /// Largest join request body: an ID and one peer URL take a few dozen bytes.
@@ -226,6 +234,9 @@ pub struct PeerGate {
     cluster_urls: Vec<String>,
     /// How join requests reach the engine; unset while the node starts (then 503).
     change_members: std::sync::OnceLock<ChangeMembers>,
+    /// Turns true when the peer server stops: open streams end then (they never end on their
+    /// own, and the server's drain would wait for them).
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The application's image check (`StateMachine::validate`).
@@ -261,7 +272,14 @@ impl PeerGate {
             policy: None,
             cluster_urls: Vec::new(),
             change_members: std::sync::OnceLock::new(),
+            stopping: tokio::sync::watch::channel(false).1,
         }
+    }
+
+    /// Ends open streams when `stopping` turns true (the peer server's own stop signal).
+    pub fn with_stop(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> PeerGate {
+        self.stopping = stopping;
+        self
     }
 
     /// Lets join requests ask for membership changes (once; later calls are ignored).
@@ -441,6 +459,7 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
             )
             .await
         }
+        (&Method::POST, "/raft/stream") => receive_stream(gate, req).await,
         (&Method::POST, "/raft/snapshot") => match receive_snapshot(&gate, req).await {
             Ok(answer) | Err(answer) => answer,
         },
@@ -486,9 +505,9 @@ pub async fn handle(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
             )
         }
         (&Method::POST, "/raft/join") => join(&gate, req).await,
-        (_, "/raft" | "/raft/snapshot" | "/raft/cluster" | "/raft/join") => text(
+        (_, "/raft" | "/raft/stream" | "/raft/snapshot" | "/raft/cluster" | "/raft/join") => text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST for /raft, /raft/snapshot and /raft/join, GET for /raft/cluster",
+            "use POST for /raft, /raft/stream, /raft/snapshot and /raft/join, GET for /raft/cluster",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -748,6 +767,15 @@ async fn receive(
         Ok(b) => b,
         Err(answer) => return answer,
     };
+    match deliver(&gate, from, body, decode).await {
+        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+        Err(answer) => answer,
+    }
+}
+
+/// Decodes and checks one batch body from `from` and queues it in the inbox; else the answer
+/// that refuses it (nothing of it was queued then).
+async fn deliver(gate: &PeerGate, from: u64, body: Bytes, decode: Decoder) -> Result<(), Answer> {
     let peers = Peers {
         from,
         to: gate.self_id,
@@ -763,12 +791,17 @@ async fn receive(
         Ok(Ok(msgs)) => msgs,
         Ok(Err((reason, sentence))) => {
             gate.count_refused(reason);
-            return text(reason.status(), sentence);
+            return Err(text(reason.status(), sentence));
         }
-        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "decoder failed: retry"),
+        Err(_) => {
+            return Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "decoder failed: retry",
+            ))
+        }
     };
     if msgs.is_empty() {
-        return text(StatusCode::NO_CONTENT, "");
+        return Ok(());
     }
     let grows_log = |m: &Message| match m.get_msg_type() {
         MessageType::MsgPropose => true,
@@ -776,21 +809,84 @@ async fn receive(
         _ => false,
     };
     if msgs.iter().any(grows_log) {
-        if let Some(answer) = refuse_when_disk_full(&gate, "appends") {
-            return answer;
+        if let Some(answer) = refuse_when_disk_full(gate, "appends") {
+            return Err(answer);
         }
     }
     match gate.inbox.try_send(Msg::Raft(msgs)) {
-        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+        Ok(()) => Ok(()),
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             gate.dropped.fetch_add(1, Ordering::Relaxed);
-            text(StatusCode::SERVICE_UNAVAILABLE, "inbox full: retry later")
+            Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inbox full: retry later",
+            ))
         }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => text(
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is shutting down",
-        ),
+        )),
     }
+}
+
+/// `POST /raft/stream` (see the module docs): batches for as long as the sender keeps the
+/// request open, each framed as `[len u32 LE][batch]`. The headers are checked at the start
+/// and again before every batch (a sender removed or superseded meanwhile is refused from its
+/// next batch on); each batch is checked and queued as a `POST /raft` body is. The answer
+/// comes when the stream ends: 204 when the sender ended it or after [`STREAM_IDLE_TIMEOUT`]
+/// without a batch, 503 when this node stops, else the refusal that ended it (the sender then
+/// opens another stream, after its backoff).
+async fn receive_stream(gate: Arc<PeerGate>, req: Request<Incoming>) -> Answer {
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let refuse = |(reason, sentence): Refusal| {
+        gate.count_refused(reason);
+        text(reason.status(), sentence)
+    };
+    if let Err(refusal) = check_headers(&gate, &head) {
+        return refuse(refusal);
+    }
+    let mut stopping = gate.stopping.clone();
+    // Within a batch, a pause of twice the idle time breaks the stream.
+    let mut reader = BodyReader::new(body, 2 * STREAM_IDLE_TIMEOUT);
+    let ended = async {
+        loop {
+            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, reader.at_end()).await {
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) | Err(_) => return Ok(text(StatusCode::NO_CONTENT, "")),
+                Ok(Err(why)) => return Err(why),
+            }
+            let len = u32::from_le_bytes(reader.read_array::<4>().await?) as usize;
+            if len > MAX_BATCH_BODY_BYTES {
+                gate.count_refused(Refused::Malformed);
+                return Ok(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a streamed batch of {len} bytes is over {MAX_BATCH_BODY_BYTES}"),
+                ));
+            }
+            let batch = reader.read_exact(len).await?;
+            let from = match check_headers(&gate, &head) {
+                Ok(from) => from,
+                Err(refusal) => return Ok(refuse(refusal)),
+            };
+            if let Err(answer) = deliver(&gate, from, batch, decode_batch).await {
+                return Ok(answer);
+            }
+        }
+    };
+    let stop = async {
+        if stopping.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await; // no stop signal: the stream ends otherwise
+        }
+    };
+    let ended: Result<Answer, String> = tokio::select! {
+        ended = ended => ended,
+        () = stop => return text(StatusCode::SERVICE_UNAVAILABLE, "this node is shutting down"),
+    };
+    ended.unwrap_or_else(|why| {
+        gate.count_refused(Refused::Malformed);
+        text(StatusCode::BAD_REQUEST, format!("broken stream: {why}"))
+    })
 }
 
 /// `POST /raft/snapshot` (see the module docs): refusals are counted and answered at once,
@@ -840,7 +936,7 @@ async fn receive_snapshot(gate: &Arc<PeerGate>, req: Request<Incoming>) -> Resul
             "another snapshot is being received: retry later".into(),
         )
     })?;
-    let mut body = BodyReader::new(req.into_body());
+    let mut body = BodyReader::new(req.into_body(), SNAPSHOT_IDLE_TIMEOUT);
     let bad = |what: String| refuse(Refused::Malformed, what);
     let head_len = u32::from_le_bytes(body.read_array().await.map_err(bad)?) as usize;
     if head_len > MAX_SNAPSHOT_HEAD_BYTES {
@@ -980,13 +1076,30 @@ struct BodyReader {
     body: Incoming,
     /// Bytes received but not consumed yet.
     pending: Bytes,
+    /// Longest wait for the next chunk.
+    idle: Duration,
 }
 
 impl BodyReader {
-    fn new(body: Incoming) -> BodyReader {
+    fn new(body: Incoming, idle: Duration) -> BodyReader {
         BodyReader {
             body,
             pending: Bytes::new(),
+            idle,
+        }
+    }
+
+    /// Whether the body ended (waits for the next chunk if nothing is pending).
+    async fn at_end(&mut self) -> Result<bool, String> {
+        if !self.pending.is_empty() {
+            return Ok(false);
+        }
+        match self.next_chunk().await? {
+            None => Ok(true),
+            Some(chunk) => {
+                self.pending = chunk;
+                Ok(false)
+            }
         }
     }
 
@@ -996,9 +1109,9 @@ impl BodyReader {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
         loop {
-            let frame = tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, self.body.frame())
+            let frame = tokio::time::timeout(self.idle, self.body.frame())
                 .await
-                .map_err(|_| format!("no data for {SNAPSHOT_IDLE_TIMEOUT:?}"))?;
+                .map_err(|_| format!("no data for {:?}", self.idle))?;
             match frame {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.to_string()),
@@ -1018,7 +1131,7 @@ impl BodyReader {
         let mut out = Vec::new();
         while out.len() < n {
             let Some(mut chunk) = self.next_chunk().await? else {
-                return Err("the body ends inside the snapshot head".into());
+                return Err(format!("the body ends {} bytes short", n - out.len()));
             };
             let take = (n - out.len()).min(chunk.len());
             out.extend_from_slice(&chunk[..take]);
@@ -1049,7 +1162,7 @@ fn refuse_when_disk_full(gate: &PeerGate, what: &str) -> Option<Answer> {
 }
 
 /// The sender's ID, or why the request is refused.
-fn check_headers(gate: &PeerGate, req: &Request<Incoming>) -> Result<u64, Refusal> {
+fn check_headers<B>(gate: &PeerGate, req: &Request<B>) -> Result<u64, Refusal> {
     let from = check_cluster_headers(gate, req.headers())?;
     gate.check_identity(req.extensions(), Some(from), None)?;
     // A sender that names an older start of itself than the one applied here lost its data

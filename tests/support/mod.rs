@@ -514,19 +514,36 @@ pub fn post_raft_batch(
     to: u64,
     msgs: &[raft::eraftpb::Message],
 ) -> std::io::Result<Reply> {
+    let body = raftexample::transport::encode_batch(msgs);
+    post_peer(peer, "/raft", cluster_id, from, to, &body)
+}
+
+/// POSTs `body` to `path` on the peer port `peer` with valid headers naming `cluster_id`,
+/// `from` and `to`, and a `Content-Length`.
+pub fn post_peer(
+    peer: SocketAddr,
+    path: &str,
+    cluster_id: &str,
+    from: u64,
+    to: u64,
+    body: &[u8],
+) -> std::io::Result<Reply> {
     let (from_s, to_s) = (from.to_string(), to.to_string());
     let headers = [
         ("X-Raft-Cluster-Id", cluster_id),
         ("X-Raft-From", from_s.as_str()),
         ("X-Raft-To", to_s.as_str()),
     ];
-    let body = raftexample::transport::encode_batch(msgs);
-    request(
-        peer,
-        "POST",
-        "/raft",
-        &headers,
-        &body,
-        Duration::from_secs(5),
-    )
+    request(peer, "POST", path, &headers, body, Duration::from_secs(5))
+}
+
+/// `batches` as the frames of a `POST /raft/stream` body: `[len u32 LE][batch]` each.
+pub fn stream_frames(batches: &[&[raft::eraftpb::Message]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for msgs in batches {
+        let batch = raftexample::transport::encode_batch(msgs);
+        body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        body.extend_from_slice(&batch);
+    }
+    body
 }
