@@ -54,9 +54,10 @@ pub struct NodeArgs {
     /// Largest accepted client request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_request_body_bytes: usize,
-    /// Threads serving HTTP (client and peer ports, the transport). 1 saves cross-thread
-    /// wakeups at light load (fewer context switches and a lower latency per request); 2 or more
-    /// serve more clients per node, which matters most on the node that takes the load.
+    /// Threads serving client HTTP (the peer port and the transport run on the raft thread).
+    /// 1 saves cross-thread wakeups at light load (fewer context switches and a lower latency
+    /// per request); 2 or more serve more clients per node, which matters most on the node
+    /// that takes the load.
     #[arg(long, default_value_t = 2)]
     pub io_threads: usize,
     /// Address the client API listens on (host part; the port is --port).
