@@ -402,3 +402,67 @@ fn hostile_peer_streams_are_refused_and_an_open_one_never_delays_a_stop() {
     c.put_eventually(target, "after", "3");
     assert_eq!(c.node(target).get("during").unwrap().text(), "2");
 }
+
+// Intent: a member of an older release answers 404 to `POST /raft/stream`; its messages then
+// come as one `POST /raft` per batch. Node 1 of a 2-member cluster whose other member is a
+// fake of that release: after the fake's 404 to a stream, it gets node 1's election messages
+// as batches it can decode, addressed to it.
+#[test]
+fn a_member_without_streams_gets_one_request_per_batch() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut c = Cluster::new(2, &[]);
+    let fake = std::net::TcpListener::bind(("127.0.0.1", c.node(2).peer_port)).unwrap();
+    fake.set_nonblocking(true).unwrap();
+    c.node_mut(1).start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut refused_stream, mut batch) = (false, None::<Vec<u8>>);
+    while batch.is_none() && Instant::now() < deadline {
+        let Ok((conn, _)) = fake.accept() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let answer = |mut conn: &std::net::TcpStream, status: &str, body: &str| {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        };
+        if line.starts_with("GET /raft/cluster") {
+            answer(&conn, "200 OK", r#"{"fresh": true, "id": 2}"#);
+        } else if line.starts_with("POST /raft/stream") {
+            refused_stream = true;
+            answer(&conn, "404 Not Found", "not a peer route");
+        } else if line.starts_with("POST /raft ") {
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            answer(&conn, "204 No Content", "");
+            batch = Some(body);
+        } else {
+            answer(&conn, "404 Not Found", "");
+        }
+    }
+    let body = batch.expect("no POST /raft batch came");
+    assert!(refused_stream, "a batch came without a stream being tried");
+    let peers = engine::peer_server::Peers { from: 1, to: 2 };
+    let msgs = engine::peer_server::decode_batch(&bytes::Bytes::from(body), peers).unwrap();
+    assert!(!msgs.is_empty() && msgs.iter().all(|m| (m.from, m.to) == (1, 2)));
+    assert!(c.node(1).log().contains("peer takes no streams"));
+}
