@@ -1,5 +1,6 @@
-//! The raft thread: `serve_channels`, sole owner of `RawNode`, the WAL, the raft storage, the
-//! membership and the peer transport.
+//! The raft loop: [`RaftNode::serve`], sole owner of `RawNode`, the WAL, the raft storage, the
+//! membership and the peer transport. It is the main task of the raft thread's own runtime,
+//! whose other tasks are the peer server and the transport's senders (`node.rs`).
 //!
 //! Everything reaches it through two channels: the bounded inbox ([`Msg`], from the client API
 //! and the peer server; when full, clients get 503 and peer batches are refused) and the

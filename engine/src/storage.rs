@@ -4,7 +4,7 @@
 //! large state machine is not held twice in memory.
 //!
 //! Owned by `RawNode` on the raft thread; the raft thread mutates it through
-//! `RawNode::mut_store` in the order of `serve_channels` (WAL first, then here).
+//! `RawNode::mut_store` in the order of `RaftNode::serve` (WAL first, then here).
 //!
 //! Trap 2 lives here: a leader asked for a snapshot for follower `to` MUST NOT hand out one
 //! whose `conf_state` lacks `to` (the follower would silently ignore it). Then we answer

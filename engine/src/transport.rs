@@ -9,7 +9,7 @@
 //! no request and no answer per batch (two system calls per batch instead of four, and no
 //! wakeup for a `204`). A member that answers 404 (an older release) gets one `POST
 //! <peer>/raft` per batch instead, one in flight. A stream ends when the receiver ends it
-//! (idle, refusal, stop) or a frame finds no room for [`transfer_timeout`] (a peer that
+//! (idle, refusal, stop) or a frame finds no room for `transfer_timeout` (a peer that
 //! stopped reading); on failure the task reports the peer unreachable to the raft thread and
 //! backs off, and the next message opens a new stream.
 //!
