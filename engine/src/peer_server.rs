@@ -813,16 +813,25 @@ async fn deliver(gate: &PeerGate, from: u64, body: Bytes, decode: Decoder) -> Re
             return Err(answer);
         }
     }
-    match gate.inbox.try_send(Msg::Raft(msgs)) {
-        Ok(()) => Ok(()),
+    match queue(gate, Msg::Raft(msgs)) {
+        None => Ok(()),
+        Some(refused) => Err(refused),
+    }
+}
+
+/// Puts `msg` in the raft inbox; else the 503 that refuses it: full (counted as dropped; the
+/// sender retries later) or shutting down.
+fn queue(gate: &PeerGate, msg: Msg) -> Option<Answer> {
+    match gate.inbox.try_send(msg) {
+        Ok(()) => None,
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             gate.dropped.fetch_add(1, Ordering::Relaxed);
-            Err(text(
+            Some(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "inbox full: retry later",
             ))
         }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(text(
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Some(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is shutting down",
         )),
@@ -978,22 +987,9 @@ async fn receive_snapshot(gate: &Arc<PeerGate>, req: Request<Incoming>) -> Resul
     let staged = StagedSnapshot::new(gate.snapshots.clone(), meta.index, meta.term, slot);
     stage_body(gate, &meta, data_len, body).await?;
     check_staged(gate, &meta).await?;
-    match gate
-        .inbox
-        .try_send(Msg::StagedSnapshot(Box::new(msg), staged))
-    {
-        Ok(()) => Ok(text(StatusCode::NO_CONTENT, "")),
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-            gate.dropped.fetch_add(1, Ordering::Relaxed);
-            Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "inbox full: retry later",
-            ))
-        }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node is shutting down",
-        )),
+    match queue(gate, Msg::StagedSnapshot(Box::new(msg), staged)) {
+        None => Ok(text(StatusCode::NO_CONTENT, "")),
+        Some(refused) => Err(refused),
     }
 }
 

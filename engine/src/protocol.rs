@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::membership::Member;
 
-/// Where the raft thread's [`Msg`]s go: bounded ([`crate::node`]'s `INBOX_BOUND`), and only
+/// Where the raft thread's [`Msg`]s go: bounded (`raft_node::INBOX_BOUND`), and only
 /// ever `try_send`: a full inbox is an answer (503), never a wait. A tokio channel, because
 /// the raft loop is a task of the raft thread's own runtime (see ARCHITECTURE's channel map):
 /// a send from that runtime's own tasks (the peer server) wakes it without a system call.

@@ -404,6 +404,9 @@ impl RaftNode {
     ) -> Exit {
         let tick = self.config.tick_interval;
         let mut next_tick = Instant::now() + tick;
+        // One timer for the whole loop, moved on each tick (not one per turn).
+        let tick_timer = tokio::time::sleep_until(next_tick.into());
+        tokio::pin!(tick_timer);
         loop {
             tokio::select! {
                 msg = inbox.recv() => match msg {
@@ -411,7 +414,7 @@ impl RaftNode {
                     None => self.begin_stop(),
                 },
                 Some(report) = reports.recv() => self.handle_report(report),
-                _ = tokio::time::sleep_until(next_tick.into()) => {},
+                () = &mut tick_timer => {},
             }
             for _ in 0..MAX_DRAIN {
                 match inbox.try_recv() {
@@ -434,6 +437,7 @@ impl RaftNode {
                 if next_tick < now {
                     next_tick = now + tick; // we fell behind (a long fsync): do not burst ticks
                 }
+                tick_timer.as_mut().reset(next_tick.into());
                 self.retry_reads(now);
                 self.check_transfers(now);
                 self.publish_progress();

@@ -400,12 +400,13 @@ async fn stream(
     rx: &mut mpsc::Receiver<Message>,
 ) -> Streamed {
     let (frames, body) = mpsc::channel::<Bytes>(STREAM_FRAMES_IN_FLIGHT);
-    let body = StreamBody::new(tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::ReceiverStream::new(body),
-        |b| Ok(Frame::data(b)),
-    ))
-    .boxed();
-    let req = match peer_request(shared, to, &format!("{url}/raft/stream"), body, None) {
+    let req = match peer_request(
+        shared,
+        to,
+        &format!("{url}/raft/stream"),
+        channel_body(body),
+        None,
+    ) {
         Ok(req) => req,
         Err(e) => return Streamed::Ended(Err(e), proposals(&first)),
     };
@@ -502,11 +503,7 @@ async fn send_snapshot(shared: &Shared, to: u64, url: &str, msg: Message) -> Res
             let _ = reports.send(Report::SnapshotUnreadable);
         }
     });
-    let body = StreamBody::new(tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::ReceiverStream::new(chunks),
-        |b| Ok(Frame::data(b)),
-    ))
-    .boxed();
+    let body = channel_body(chunks);
     // As for batches: the slowest link we allow for must be able to carry it in time.
     let timeout = SNAPSHOT_TIMEOUT + Duration::from_secs_f64(total as f64 / MIN_PEER_BYTES_PER_SEC);
     let target = format!("{url}/raft/snapshot");
@@ -560,6 +557,15 @@ enum SendError {
     Timeout,
     #[error("peer answered {0}: {1}")]
     Status(StatusCode, String),
+}
+
+/// A request body made of the chunks that come on `chunks`, ending when its senders are gone.
+fn channel_body(chunks: mpsc::Receiver<Bytes>) -> crate::http::Body {
+    StreamBody::new(tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(chunks),
+        |b| Ok(Frame::data(b)),
+    ))
+    .boxed()
 }
 
 /// A request to `url` with the headers every peer request carries.

@@ -104,25 +104,18 @@ pub(crate) fn create(
 ) -> Result<(File, PathBuf)> {
     let path = dir.join(segment_name(seq, first_index));
     let (file, temp) = match spare {
-        Some(spare) => (Some(spare.file), spare.path),
-        None => (
-            None,
-            dir.join(format!("{}.tmp", segment_name(seq, first_index))),
-        ),
-    };
-    let ctx = |what: &'static str| {
-        let temp = temp.clone();
-        io_err(move || format!("{what} {}", temp.display()))
-    };
-    let file = match file {
-        Some(zeroed) => {
-            zeroed
+        Some(spare) => {
+            let ctx = |what: &'static str| io_err_at(what, &spare.path);
+            spare
+                .file
                 .write_all_at(head, 0)
                 .map_err(ctx("writing head of"))?;
-            zeroed.sync_data().map_err(ctx("syncing"))?;
-            zeroed
+            spare.file.sync_data().map_err(ctx("syncing"))?;
+            (spare.file, spare.path)
         }
         None => {
+            let temp = dir.join(format!("{}.tmp", segment_name(seq, first_index)));
+            let ctx = |what: &'static str| io_err_at(what, &temp);
             if temp.exists() {
                 fs::remove_file(&temp).map_err(ctx("removing stale"))?;
             }
@@ -136,12 +129,18 @@ pub(crate) fn create(
             preallocate(&file, capacity_bytes.max(head.len() as u64))
                 .map_err(ctx("preallocating"))?;
             file.sync_all().map_err(ctx("syncing"))?;
-            file
+            (file, temp)
         }
     };
-    fs::rename(&temp, &path).map_err(ctx("renaming"))?;
+    fs::rename(&temp, &path).map_err(io_err_at("renaming", &temp))?;
     sync_dir(dir)?;
     Ok((file, path))
+}
+
+/// An I/O error mapper naming `what` was done to `path`.
+fn io_err_at(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    io_err(move || format!("{what} {}", path.display()))
 }
 
 /// Reserves `len` bytes for `file` (zeros when read) so appends need no size change.
@@ -182,17 +181,14 @@ pub(crate) fn truncate_torn_tail(
     capacity_bytes: u64,
 ) -> Result<PathBuf> {
     let copy = free_broken_name(path);
-    let ctx = |what: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        io_err(move || format!("{what} {}", p.display()))
-    };
-    fs::copy(path, &copy).map_err(ctx("copying torn segment to", &copy))?;
+    fs::copy(path, &copy).map_err(io_err_at("copying torn segment to", &copy))?;
     File::open(&copy)
         .and_then(|c| c.sync_all())
-        .map_err(ctx("syncing", &copy))?;
-    file.set_len(keep_bytes).map_err(ctx("truncating", path))?;
-    preallocate(file, capacity_bytes).map_err(ctx("preallocating", path))?;
-    file.sync_all().map_err(ctx("syncing", path))?;
+        .map_err(io_err_at("syncing", &copy))?;
+    file.set_len(keep_bytes)
+        .map_err(io_err_at("truncating", path))?;
+    preallocate(file, capacity_bytes).map_err(io_err_at("preallocating", path))?;
+    file.sync_all().map_err(io_err_at("syncing", path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok(copy)
 }

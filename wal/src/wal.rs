@@ -539,11 +539,13 @@ impl Wal {
             .write_all_at(&self.buf, self.active.offset)
             .map_err(io_err(|| format!("writing {}", path.display())));
         self.poison_on_err(result)?;
+        let before = self.active.offset;
         self.active.offset += self.buf.len() as u64;
         self.chain = chain;
-        // The next segment's spare is made once this one is half full: only a log that grows
-        // makes one, and it has half a segment's time to be ready.
-        if self.active.offset * 2 >= self.active.capacity {
+        // The next segment's spare is started when this one fills past half (once per
+        // segment): only a log that grows makes one, and it has half a segment's time.
+        let half = self.active.capacity / 2;
+        if before < half && self.active.offset >= half {
             self.spares
                 .prepare(&self.dir, self.options.segment_size_bytes);
         }
