@@ -411,3 +411,61 @@ fn grown_segments_are_zero_filled_spares() {
     assert_eq!(replay.entries.len() as u64, next - 1);
     assert!(zero_filled >= 2);
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+// Intent: the disk fills while the log grows and spares are being made. Nothing panics; the
+// append that finds no room fails with an I/O error (the log is poisoned, as after any
+// failed write); a reopen deletes whatever spare or temp file is left, never takes one for a
+// segment, and replays exactly the batches that were synced before the failure.
+#[test]
+fn a_disk_that_fills_while_spares_are_made_keeps_a_replayable_log() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("small");
+    fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=320k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs: run as root to test a full disk");
+        return;
+    }
+    let _unmount = Unmount(dir.clone());
+    let options = Options {
+        segment_size_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let mut wal = Wal::create(&dir, METADATA, options.clone()).unwrap();
+    let mut next = 1;
+    let failure = loop {
+        assert!(next < 10_000, "the disk never filled");
+        let batch: Vec<Entry> = (0..4).map(|i| entry(next + i, 1, 1000)).collect();
+        match wal.save(Some(&hard_state(1, 1, next + 3)), &batch, true) {
+            Ok(()) => next += 4,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(failure, Error::Io { .. }), "{failure}");
+    drop(wal);
+    let (_wal, replay) = Wal::open(&dir, (0, 0), options).unwrap();
+    assert_eq!(replay.entries.len() as u64, next - 1);
+    let left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
